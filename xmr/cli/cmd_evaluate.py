@@ -1,0 +1,37 @@
+"""``xmr evaluate``."""
+
+from __future__ import annotations
+
+NAME = "evaluate"
+HELP = "P@k, nDCG@k, recall@k, PSP@k, PSnDCG@k of a saved model on a dataset split"
+
+
+def register(p) -> None:
+    from xmr.cli._common import add_dataset_args
+
+    p.add_argument("--model", required=True, help="model folder (OUT/model of `xmr train`)")
+    add_dataset_args(p)
+    p.add_argument("--ks", default="1,3,5", help="cut-offs (default: %(default)s)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import json
+    import time
+
+    from xmr.cli._common import load_split
+    from xmr.eval import evaluate
+    from xmr.eval.propensity import inverse_propensity
+    from xmr.train.model import XMRModel
+
+    ds, X, Y = load_split(args)
+    ks = tuple(int(k) for k in args.ks.split(","))
+    model = XMRModel.load(args.model, expect_num_labels=ds.num_labels, expect_num_features=ds.num_features)
+    t0 = time.perf_counter()
+    _, ids = model.predict(X, max(ks))
+    ms = 1000 * (time.perf_counter() - t0) / max(X.shape[0], 1)
+    inv = inverse_propensity(ds.Y_trn, A=ds.prop_a, B=ds.prop_b)
+    m = evaluate(Y, ids, ks=ks, inv_prop=inv, filter_pairs=ds.filter_pairs if args.split == "test" else None)
+    m["predict_ms_per_query"] = ms
+    print(json.dumps(m, indent=2))
+    return 0

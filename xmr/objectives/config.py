@@ -1,0 +1,93 @@
+"""Configuration of the unified loss family and its named presets (DESIGN.md §5).
+
+Every preset is a setting of the same :class:`LossConfig`; the code path is one
+(:mod:`xmr.objectives.loss`). A field left at ``None`` takes the preset's value.
+
+=====================  =====================  ======================  ===========================
+preset                 targets a(x)           candidates A(x)         known as
+=====================  =====================  ======================  ===========================
+``softmax``            y                      all labels              full softmax cross-entropy
+``sampled``            y                      P ∪ R, logQ-corrected   sampled softmax
+``mined``              y                      P ∪ H ∪ R               hard-negative mining
+``distill``            (1−α)y + α·q^t         all labels              standard distillation
+``teacher-negatives``  y                      P ∪ T ∪ R               teacher-chosen negatives
+``double-distill``     (1−α)y + α·q^t         P ∪ T ∪ H ∪ R           the unified objective
+=====================  =====================  ======================  ===========================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+PROPOSALS = ("uniform", "log-uniform", "unigram")
+
+
+@dataclass
+class LossConfig:
+    preset: str = "double-distill"
+    all_labels: Optional[bool] = None  #: A = all labels (exact sharded softmax) instead of a candidate set
+    alpha: Optional[float] = None  #: weight of the teacher distribution in the targets
+    tau_t: Optional[float] = None  #: teacher temperature (q^t = softmax(t / tau_t))
+    tau_s: Optional[float] = None  #: student temperature (s' = s / tau_s − b)
+    teacher_k: Optional[int] = None  #: how many of the teacher's top labels enter T(x) and q^t
+    teacher_negatives: Optional[bool] = None  #: T(x) ⊂ A(x)
+    mined: Optional[bool] = None  #: H(x) ⊂ A(x), from the FAISS miner
+    num_random: Optional[int] = None  #: |R|, random negatives shared by the batch
+    proposal: Optional[str] = None  #: uniform | log-uniform | unigram
+    proposal_beta: Optional[float] = None  #: exponent of the unigram proposal
+    unique_sampling: Optional[bool] = None  #: draw R without replacement (tries-based log E[count])
+    correct_positives: Optional[bool] = None  #: subtract the offset from positive columns too
+    share_columns: Optional[bool] = None  #: a row also sees the other rows' candidates (in-batch)
+
+    def resolved(self) -> "LossConfig":
+        """Fill every ``None`` field from the preset; raise on an unknown preset or bad value."""
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown loss preset {self.preset!r}; valid presets: {', '.join(PRESETS)}")
+        base = {**_DEFAULTS, **PRESETS[self.preset]}
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for k, v in values.items():
+            if v is None:
+                values[k] = base[k]
+        out = LossConfig(**values)
+        out.validate()
+        return out
+
+    def validate(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"loss.alpha must be in [0, 1], got {self.alpha}")
+        if self.tau_t <= 0 or self.tau_s <= 0:
+            raise ValueError(f"temperatures must be > 0, got tau_t={self.tau_t}, tau_s={self.tau_s}")
+        if self.proposal not in PROPOSALS:
+            raise ValueError(f"unknown proposal {self.proposal!r}; valid: {', '.join(PROPOSALS)}")
+        if self.num_random < 0 or self.teacher_k < 0:
+            raise ValueError("loss.num_random and loss.teacher_k must be >= 0")
+        if not self.all_labels and not (self.num_random or self.mined or self.teacher_negatives
+                                        or self.share_columns):
+            raise ValueError("a candidate-set loss needs negatives: set num_random > 0, mined, "
+                             "teacher_negatives or share_columns")
+
+        if not self.all_labels and self.alpha > 0 and not self.teacher_negatives:
+            raise ValueError("loss.alpha > 0 on a candidate set needs loss.teacher_negatives=true: "
+                             "q^t lives on the teacher's top-K labels T(x), which must be in A(x)")
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.alpha > 0 or bool(self.teacher_negatives)
+
+
+_DEFAULTS = dict(
+    preset="softmax", all_labels=False, alpha=0.0, tau_t=1.0, tau_s=1.0, teacher_k=20,
+    teacher_negatives=False, mined=False, num_random=0, proposal="unigram", proposal_beta=0.5,
+    unique_sampling=True, correct_positives=False, share_columns=True,
+)
+
+PRESETS = {
+    "softmax": dict(all_labels=True),
+    "sampled": dict(num_random=2048),
+    "mined": dict(mined=True, num_random=512),
+    "distill": dict(all_labels=True, alpha=0.5),
+    "teacher-negatives": dict(teacher_negatives=True, num_random=512),
+    "double-distill": dict(alpha=0.5, teacher_negatives=True, mined=True, num_random=512),
+}

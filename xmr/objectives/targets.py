@@ -1,0 +1,83 @@
+"""Per-row target distributions a(x) = (1 − α)·y(x) + α·q^t(x) as CSR (DESIGN.md §5).
+
+y(x) is uniform over the positives P(x) — the normalised "pick-all-labels" reduction, which is
+consistent for precision@k (Menon et al. 2019, "Multilabel reductions"). q^t(x) is the
+teacher's distribution softmax(t(x)/τ_t) over its top-K labels. With A(x) = all labels the
+restriction of q^t to A(x) is a no-op, so these targets feed the exact sharded softmax directly.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+import scipy.sparse as sp
+
+Csr = Tuple[np.ndarray, np.ndarray]  # (indptr i64[B+1], ids i64[nnz])
+
+
+def truncate_rows(indptr: np.ndarray, k: int, *arrays: np.ndarray):
+    """Keep the first ``k`` entries of every CSR row. Returns ``(indptr, *arrays)``."""
+    indptr = np.asarray(indptr, dtype=np.int64)
+    lens = np.minimum(np.diff(indptr), k)
+    new_ptr = np.zeros_like(indptr)
+    np.cumsum(lens, out=new_ptr[1:])
+    pos = np.repeat(indptr[:-1] - new_ptr[:-1], lens) + np.arange(new_ptr[-1], dtype=np.int64)
+    return (new_ptr, *[np.asarray(a)[pos] for a in arrays])
+
+
+def row_softmax(indptr: np.ndarray, logits: np.ndarray, tau: float) -> np.ndarray:
+    """softmax(logits / tau) within each CSR row (float64 internally, float32 out)."""
+    indptr = np.asarray(indptr, dtype=np.int64)
+    z = np.asarray(logits, dtype=np.float64) / tau
+    lens = np.diff(indptr)
+    if z.size == 0:
+        return z.astype(np.float32)
+    starts = indptr[:-1][lens > 0]
+    row_max = np.maximum.reduceat(z, starts)
+    z = z - np.repeat(row_max, lens[lens > 0])
+    e = np.exp(z)
+    denom = np.add.reduceat(e, starts)
+    return (e / np.repeat(denom, lens[lens > 0])).astype(np.float32)
+
+
+def soft_targets(
+    pos: Csr,
+    num_labels: int,
+    teacher: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None,
+    alpha: float = 0.0,
+    tau_t: float = 1.0,
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Targets over all labels: ``(indptr i64[B+1], ids i64[nnz], vals f32[nnz])``, rows sum to 1.
+
+    ``pos``: the rows' positives; ``teacher``: ``(indptr, ids, raw logits)`` of the teacher's
+    top-K for the same rows. A row with no positives takes the teacher's distribution alone
+    (α is then 1 for that row); a row with neither raises ``ValueError``.
+    """
+    p_ptr, p_ids = (np.asarray(a, dtype=np.int64) for a in pos)
+    B = p_ptr.shape[0] - 1
+    p_len = np.diff(p_ptr)
+    rows = [np.repeat(np.arange(B), p_len)]
+    cols = [p_ids]
+    has_t = teacher is not None and alpha > 0
+    t_len = np.zeros(B, dtype=np.int64)
+    if has_t:
+        t_ptr, t_ids, t_logits = teacher
+        t_len = np.diff(np.asarray(t_ptr, dtype=np.int64))
+    if np.any((p_len == 0) & (t_len == 0)):
+        bad = int(np.flatnonzero((p_len == 0) & (t_len == 0))[0])
+        raise ValueError(f"row {bad} of the batch has no positive label and no teacher entry: "
+                         "its target distribution is undefined")
+    w_pos = np.where(t_len > 0, 1.0 - alpha, 1.0) if has_t else np.ones(B)
+    vals = [np.repeat(w_pos / np.maximum(p_len, 1), p_len)]
+    if has_t:
+        q = row_softmax(t_ptr, t_logits, tau_t).astype(np.float64)
+        w_t = np.where(p_len > 0, alpha, 1.0)
+        rows.append(np.repeat(np.arange(B), t_len))
+        cols.append(np.asarray(t_ids, dtype=np.int64))
+        vals.append(q * np.repeat(w_t, t_len))
+    M = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                      shape=(B, num_labels))
+    M.sum_duplicates()
+    M.sort_indices()
+    return M.indptr.astype(np.int64), M.indices.astype(np.int64), M.data.astype(np.float32)

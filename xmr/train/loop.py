@@ -1,0 +1,248 @@
+"""The training loop: one readable pass from a batch of rows to an optimizer step.
+
+    rows ─► φ(x) (encoder) ─► candidates: teacher top-K (store), hard negatives (FAISS miner),
+    random negatives (sampler) ─► kernels: offsets, masks, targets ─► logits ─► unified loss
+    ─► backward ─► Adam on the encoder, row-wise Adagrad on the touched rows of W
+
+Reproducibility: the epoch order comes from ``rng(seed, epoch)``, the random negatives of step
+``t`` from ``rng(seed, t)``, torch's RNG state (dropout) and the miner's index are saved in every
+checkpoint, so ``resume`` continues the same run and reaches the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from xmr.train.config import TrainConfig
+from xmr.train.model import XMRModel
+from xmr.utils.atomic import atomic_dir, load_torch
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint"
+MODEL = "model"
+
+
+@dataclass
+class TrainResult:
+    model: XMRModel
+    model_dir: Optional[Path]
+    history: List[Dict] = field(default_factory=list)
+    train_seconds: float = 0.0
+    steps: int = 0
+    samples_per_second: float = 0.0
+    mining_share: float = 0.0
+
+
+def split_valid(n: int, fraction: float, seed: int):
+    """Seeded split of training rows into (train_rows, valid_rows)."""
+    perm = np.random.default_rng([seed, 7919]).permutation(n)
+    n_valid = int(round(n * fraction))
+    return np.sort(perm[n_valid:]), np.sort(perm[:n_valid])
+
+
+def _csr_rows(Y: sp.csr_matrix, rows: np.ndarray):
+    sub = Y[rows]
+    return sub.indptr.astype(np.int64), sub.indices.astype(np.int64)
+
+
+def evaluate_model(model: XMRModel, X, Y, inv_prop=None, k: int = 5) -> Dict[str, float]:
+    from xmr.eval import evaluate
+
+    _, ids = model.predict(X, k=k)
+    return evaluate(Y, ids, ks=(1, 3, 5), inv_prop=inv_prop)
+
+
+class Trainer:
+    """Trains an :class:`XMRModel` under the unified loss; see the module docstring.
+
+    Parameters
+    ----------
+    cfg : the resolved training configuration.
+    X_trn, Y_trn : CSR inputs and labels of the training set (all of it; the held-out part for
+        periodic evaluation is split off here with ``cfg.data.valid_fraction``).
+    out_dir : folder for ``checkpoint/`` and the final ``model/`` (None: keep in memory).
+    teacher : a :class:`xmr.teachers.TeacherStore` aligned with the rows of ``X_trn``.
+    inv_prop : inverse propensities (PSP@k in the periodic evaluation).
+    """
+
+    def __init__(self, cfg: TrainConfig, X_trn: sp.csr_matrix, Y_trn: sp.csr_matrix,
+                 out_dir=None, teacher=None, inv_prop=None, progress: bool = True):
+        self.cfg = cfg
+        self.loss_cfg = cfg.loss.resolved()
+        self.X = sp.csr_matrix(X_trn, dtype=np.float32)
+        self.Y = sp.csr_matrix(Y_trn, dtype=np.float32)
+        if self.X.shape[0] != self.Y.shape[0]:
+            raise ValueError(f"X has {self.X.shape[0]} rows but Y has {self.Y.shape[0]}")
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.teacher = teacher
+        self.inv_prop = inv_prop
+        self.progress = progress
+        self.num_labels = self.Y.shape[1]
+        if self.loss_cfg.needs_teacher:
+            if teacher is None:
+                raise ValueError(f"loss preset {self.loss_cfg.preset!r} needs a teacher store "
+                                 "(set `teacher` to a folder written by `xmr teacher export`)")
+            teacher.check_matches(self.X.shape[0], self.num_labels, "the training set")
+        self.train_rows, self.valid_rows = split_valid(self.X.shape[0], cfg.data.valid_fraction, cfg.seed)
+
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.model = XMRModel(self.X.shape[1], self.num_labels, cfg.model)
+        from xmr.models import RowAdagrad
+        from xmr.objectives.loss import UnifiedObjective
+
+        self.opt_enc = torch.optim.Adam(self.model.encoder.parameters(), lr=cfg.optim.lr_encoder)
+        self.opt_tab = RowAdagrad(self.model.label_table.parameters(), lr=cfg.optim.lr_table)
+        counts = np.asarray(self.Y[self.train_rows].sum(0)).ravel().astype(np.int64)
+        self.objective = UnifiedObjective(self.loss_cfg, self.num_labels, label_counts=counts,
+                                          seed=cfg.seed, full_softmax_chunk=cfg.optim.full_softmax_chunk)
+        self.miner = None
+        if self.loss_cfg.mined and not self.loss_cfg.all_labels:
+            from xmr.negatives.miner import HardNegativeMiner
+
+            m = cfg.miner
+            self.miner = HardNegativeMiner(self.num_labels, k=m.k, refresh_every=m.refresh_every,
+                                           skip_top=m.skip_top, num_negatives=m.num_negatives or None,
+                                           factory=m.factory, seed=cfg.seed)
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.history: List[Dict] = []
+        self.time_total = 0.0
+        self.time_mining = 0.0
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "opt_enc": self.opt_enc.state_dict(),
+            "opt_tab": self.opt_tab.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "counters": torch.tensor([self.step, self.epoch, self.batch_in_epoch], dtype=torch.int64),
+        }
+
+    def save_checkpoint(self) -> Optional[Path]:
+        if self.out_dir is None:
+            return None
+        path = self.out_dir / CHECKPOINT
+        with atomic_dir(path) as tmp:
+            torch.save(self._state(), tmp / "state.pt")
+            (tmp / "config.json").write_text(self.cfg.to_json())
+            (tmp / "history.json").write_text(json.dumps(self.history, indent=2) + "\n")
+            if self.miner is not None and self.miner.index is not None:
+                self.miner.save_state(tmp / "miner")
+        log.info("checkpoint at step %d written to %s", self.step, path)
+        return path
+
+    def load_checkpoint(self) -> bool:
+        """Restore the state of ``out_dir/checkpoint``; False when there is none."""
+        path = self.out_dir / CHECKPOINT if self.out_dir else None
+        if path is None or not (path / "state.pt").is_file():
+            return False
+        saved = TrainConfig.from_json(path / "config.json")
+        if saved.to_dict() != self.cfg.to_dict():
+            raise ValueError(f"cannot resume from {path}: it was written with a different config "
+                             "(see its config.json); use a new output folder or the same config")
+        state = load_torch(path / "state.pt")
+        self.model.load_state_dict(state["model"])
+        self.opt_enc.load_state_dict(state["opt_enc"])
+        self.opt_tab.load_state_dict(state["opt_tab"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.epoch, self.batch_in_epoch = (int(v) for v in state["counters"])
+        self.history = json.loads((path / "history.json").read_text())
+        if self.miner is not None and (path / "miner").exists():
+            self.miner.load_state(path / "miner")
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch,
+                 self.batch_in_epoch)
+        return True
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, rows: np.ndarray) -> float:
+        pos = _csr_rows(self.Y, rows)
+        emb = self.model.embed(self.X, rows)  # f32[B, d]
+        teacher = self.teacher.rows(rows) if self.loss_cfg.needs_teacher else None
+        mined = None
+        if self.miner is not None:
+            t0 = time.perf_counter()
+            self.miner.maybe_refresh(self.step, self.model.label_table.weight_numpy)
+            mined = self.miner.mine(emb.detach().numpy(), pos[0], pos[1])
+            self.time_mining += time.perf_counter() - t0
+        loss, _ = self.objective(emb, self.model.label_table, pos, teacher, mined, step=self.step)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.step}; "
+                                     "lower the learning rates or check the inputs")
+        self.opt_enc.zero_grad(set_to_none=True)
+        self.opt_tab.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_enc.step()
+        self.opt_tab.step()
+        self.step += 1
+        return float(loss.item())
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, resume: bool = False, stop_after_steps: Optional[int] = None) -> TrainResult:
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        if resume:
+            self.load_checkpoint()
+        bs = cfg.optim.batch_size
+        n_batches = (len(self.train_rows) + bs - 1) // bs
+        total = n_batches * cfg.optim.epochs
+        bar = tqdm(total=total, initial=self.step, disable=not self.progress,
+                   desc=f"train {self.loss_cfg.preset}", unit="step", dynamic_ncols=True)
+        t_start = time.perf_counter()
+        samples = 0
+        interrupted = False
+        while self.epoch < cfg.optim.epochs:
+            perm = self.train_rows[np.random.default_rng([cfg.seed, self.epoch]).permutation(len(self.train_rows))]
+            self.model.train()
+            while self.batch_in_epoch < n_batches:
+                rows = perm[self.batch_in_epoch * bs:(self.batch_in_epoch + 1) * bs]
+                loss = self.train_step(rows)
+                self.batch_in_epoch += 1
+                samples += len(rows)
+                bar.update(1)
+                elapsed = time.perf_counter() - t_start
+                bar.set_postfix(loss=f"{loss:.3f}", sps=f"{samples / max(elapsed, 1e-9):.0f}",
+                                mine=f"{self.time_mining / max(elapsed, 1e-9):.0%}", refresh=False)
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if stop_after_steps is not None and self.step >= stop_after_steps:
+                    interrupted = True
+                    break
+            if interrupted:
+                break
+            self.epoch += 1
+            self.batch_in_epoch = 0
+            if cfg.eval_every and self.epoch % cfg.eval_every == 0 and len(self.valid_rows):
+                metrics = evaluate_model(self.model, self.X[self.valid_rows], self.Y[self.valid_rows],
+                                         self.inv_prop)
+                metrics.update(epoch=self.epoch, step=self.step)
+                self.history.append(metrics)
+                log.info("epoch %d: %s", self.epoch,
+                         ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("P")))
+                bar.write(f"epoch {self.epoch}: held-out P@1={metrics.get('P@1', 0):.4f} "
+                          f"P@5={metrics.get('P@5', 0):.4f}")
+            self.save_checkpoint()
+        bar.close()
+        elapsed = time.perf_counter() - t_start
+        model_dir = None
+        if not interrupted and self.out_dir is not None:
+            model_dir = self.model.save(self.out_dir / MODEL, self.cfg,
+                                        extra={"history": self.history})
+        return TrainResult(model=self.model, model_dir=model_dir, history=self.history,
+                           train_seconds=elapsed, steps=self.step,
+                           samples_per_second=samples / max(elapsed, 1e-9),
+                           mining_share=self.time_mining / max(elapsed, 1e-9))

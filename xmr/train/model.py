@@ -1,0 +1,113 @@
+"""A trained xmr model: encoder φ + sharded label table W, saved as a self-describing folder.
+
+Folder layout (written atomically)::
+
+    config.json   {"format": "xmr-model", "format_version", "xmr_version", "num_features",
+                   "num_labels", "train_config": {...}, "dataset": ..., "metrics": {...}}
+    weights.pt    a flat state dict of tensors ("encoder.*", "label_table.*"), loaded with
+                  torch.load(weights_only=True): no pickled objects, ever.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+import xmr
+from xmr.errors import FormatError, MetadataMismatchError
+from xmr.train.config import ModelConfig, TrainConfig
+from xmr.utils.atomic import atomic_dir, load_torch
+
+FORMAT_VERSION = 1
+
+
+class XMRModel(nn.Module):
+    """φ(x) from a sparse TF-IDF row, scores s_j(x) = ⟨φ(x), w_j⟩ over the label table."""
+
+    def __init__(self, num_features: int, num_labels: int, cfg: ModelConfig,
+                 process_group=None):
+        super().__init__()
+        from xmr.models import ShardedLabelTable, SparseEncoder
+
+        self.num_features = int(num_features)
+        self.num_labels = int(num_labels)
+        self.cfg = cfg
+        self.encoder = SparseEncoder(num_features, cfg.dim, hidden=tuple(cfg.hidden),
+                                     residual=cfg.residual, normalize=cfg.normalize,
+                                     dropout=cfg.dropout)
+        self.label_table = ShardedLabelTable(num_labels, cfg.dim, num_shards=cfg.num_shards,
+                                             bias=cfg.label_bias, process_group=process_group)
+
+    def embed(self, X: sp.csr_matrix, rows: Optional[np.ndarray] = None) -> torch.Tensor:
+        """φ(x) for the given rows of ``X`` → ``f32[len(rows), dim]``."""
+        from xmr.models import csr_to_bag
+
+        if rows is None:
+            rows = np.arange(X.shape[0])
+        inp, offsets, weights = csr_to_bag(X, rows)
+        return self.encoder(inp, offsets, weights)
+
+    @torch.no_grad()
+    def predict(self, X: sp.csr_matrix, k: int = 5, batch_size: int = 2048,
+                progress: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+        """Exact top-k labels of every row: ``(scores f32[n, k], ids i64[n, k])``, −1 padded."""
+        from tqdm.auto import tqdm
+
+        was_training = self.training
+        self.eval()
+        n = X.shape[0]
+        scores = np.empty((n, k), dtype=np.float32)
+        ids = np.empty((n, k), dtype=np.int64)
+        for lo in tqdm(range(0, n, batch_size), disable=not progress, desc="predict", unit="batch"):
+            rows = np.arange(lo, min(lo + batch_size, n))
+            s, i = self.label_table.topk(self.embed(X, rows), k)
+            scores[rows], ids[rows] = np.asarray(s), np.asarray(i)
+        self.train(was_training)
+        return scores, ids
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path, train_config: Optional[TrainConfig] = None, extra: Optional[dict] = None) -> Path:
+        meta = {
+            "format": "xmr-model",
+            "format_version": FORMAT_VERSION,
+            "xmr_version": xmr.__version__,
+            "num_features": self.num_features,
+            "num_labels": self.num_labels,
+            "model": {k: v for k, v in vars(self.cfg).items()},
+            "train_config": train_config.to_dict() if train_config else None,
+        }
+        meta.update(extra or {})
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        with atomic_dir(path) as tmp:
+            torch.save(state, tmp / "weights.pt")
+            (tmp / "config.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        return Path(path)
+
+    @classmethod
+    def load(cls, path, expect_num_labels: Optional[int] = None,
+             expect_num_features: Optional[int] = None) -> "XMRModel":
+        path = Path(path)
+        cfg_path = path / "config.json"
+        if not cfg_path.is_file():
+            raise FormatError(cfg_path, None, "an xmr model folder with config.json", "no such file")
+        meta = json.loads(cfg_path.read_text())
+        if meta.get("format") != "xmr-model":
+            raise FormatError(cfg_path, None, "format 'xmr-model'", repr(meta.get("format")))
+        if expect_num_labels is not None and meta["num_labels"] != expect_num_labels:
+            raise MetadataMismatchError(
+                f"model {path} was trained for {meta['num_labels']} labels; the data has {expect_num_labels}")
+        if expect_num_features is not None and meta["num_features"] != expect_num_features:
+            raise MetadataMismatchError(
+                f"model {path} expects {meta['num_features']} input features; the data has {expect_num_features}")
+        mcfg = ModelConfig(**meta["model"])
+        model = cls(meta["num_features"], meta["num_labels"], mcfg)
+        model.load_state_dict(load_torch(path / "weights.pt"))
+        model.meta = meta
+        model.eval()
+        return model
