@@ -1,1 +1,25 @@
-"""xmr.negatives."""
+"""Negatives: samplers with exact expected counts, the in-batch frequency estimator, and the
+assembly of a batch's shared candidate set with its sampled-logit correction (DESIGN.md §5–6).
+
+The FAISS label index and the hard-negative miner live in :mod:`xmr.negatives.index` and
+:mod:`xmr.negatives.miner` (imported on demand: they need faiss). Importing this package
+imports numpy only; the Numba kernels compile on first use.
+"""
+
+from xmr.negatives.candidates import MASK_VALUE, CandidateBatch, assemble_batch, correct_logits
+from xmr.negatives.samplers import (
+    SAMPLERS,
+    InBatchFrequency,
+    LogUniformSampler,
+    Sampler,
+    UniformSampler,
+    UnigramSampler,
+    log_expected_count,
+    make_sampler,
+)
+
+__all__ = [
+    "MASK_VALUE", "CandidateBatch", "assemble_batch", "correct_logits",
+    "SAMPLERS", "Sampler", "UniformSampler", "LogUniformSampler", "UnigramSampler",
+    "InBatchFrequency", "log_expected_count", "make_sampler",
+]
