@@ -37,8 +37,8 @@ def test_explicit_fields_override_the_preset():
 def test_invalid_values():
     with pytest.raises(ValueError, match=r"loss.alpha must be in \[0, 1\], got 1.5"):
         LossConfig(alpha=1.5).resolved()
-    with pytest.raises(ValueError, match="needs loss.teacher_negatives=true"):
-        LossConfig(preset="sampled", alpha=0.5).resolved()
+    with pytest.raises(ValueError, match="temperatures must be > 0, got tau_t=0.0, tau_s=1.0"):
+        LossConfig(tau_t=0.0).resolved()
 
 
 def test_train_config_json_round_trip_and_overrides(tmp_path):

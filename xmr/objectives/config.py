@@ -68,9 +68,6 @@ class LossConfig:
             raise ValueError("a candidate-set loss needs negatives: set num_random > 0, mined, "
                              "teacher_negatives or share_columns")
 
-        if not self.all_labels and self.alpha > 0 and not self.teacher_negatives:
-            raise ValueError("loss.alpha > 0 on a candidate set needs loss.teacher_negatives=true: "
-                             "q^t lives on the teacher's top-K labels T(x), which must be in A(x)")
 
     @property
     def needs_teacher(self) -> bool:

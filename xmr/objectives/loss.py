@@ -141,6 +141,7 @@ class UnifiedObjective:
             alpha=cfg.alpha, tau_t=cfg.tau_t,
             correct_positives=cfg.correct_positives, share_columns=cfg.share_columns,
             num_labels=self.num_labels,
+            teacher_candidates=bool(cfg.teacher_negatives),
         )
         self.timings["assemble"] += time.perf_counter() - t0
         cand = torch.from_numpy(batch.cand_ids)
