@@ -1,0 +1,222 @@
+"""Micro-benchmarks of the negatives kernels against vectorised numpy references.
+
+Sizes (the brief's "realistic" batch): B = 1,024 rows, 5 positives per row, a shared candidate
+set of about C = 8,192 columns, L = 1M labels. Each kernel is timed side by side with its
+vectorised reference (np.unique / searchsorted / fancy indexing / bincount, never a Python loop)
+in the same run, best of N after a warm-up that also compiles the kernel; the figures are the
+ratios. Samplers are reported in draws/s against ``numpy.random.Generator.choice`` with ``p``.
+
+Run: ``python benchmarks/bench_kernels.py [--repeat 5] [--quick]``
+→ ``benchmarks/results/bench_kernels.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks._common import best_time, write_result  # noqa: E402
+
+log = logging.getLogger("bench_kernels")
+
+
+def _csr(rng, B, per_row, L):
+    indptr = np.arange(0, B * per_row + 1, per_row, dtype=np.int64)
+    return indptr, rng.integers(0, L, B * per_row).astype(np.int64)
+
+
+def bench_assembly(rng, B, L, C_target, repeat, teacher_k=3):
+    from xmr.kernels.assembly import assemble_candidates, assemble_candidates_ref
+    from xmr.kernels.correction import MASK_VALUE
+    from xmr.negatives.samplers import LogUniformSampler
+
+    p_ptr, p_ids = _csr(rng, B, 5, L)
+    t_ptr, t_ids = _csr(rng, B, teacher_k, L)
+    t_ids[::2] = p_ids[: len(t_ids[::2])]  # teachers often rank positives first
+    t_log = rng.normal(0, 2, len(t_ids)).astype(np.float32)
+    h_ptr, h_ids = np.zeros(B + 1, np.int64), np.zeros(0, np.int64)
+    det = len(np.unique(np.concatenate([p_ids, t_ids])))
+    sampler = LogUniformSampler(L)
+    m = max(C_target - det, 1)
+    for _ in range(20):  # pick m so that the union has about C_target columns
+        r_ids, r_lec = sampler.sample(m, np.random.default_rng(1))
+        C = len(np.unique(np.concatenate([p_ids, t_ids, r_ids])))
+        if abs(C - C_target) < 0.01 * C_target:
+            break
+        m = int(m * (C_target - det) / max(C - det, 1))
+    args = (B, p_ptr, p_ids, t_ptr, t_ids, t_log, h_ptr, h_ids, r_ids, r_lec, 0.5, 1.0, False,
+            True, True, MASK_VALUE)
+    got = assemble_candidates(*args)
+    ref = assemble_candidates_ref(*args)
+    assert np.array_equal(got[2], ref[2]) and np.allclose(got[3], ref[3], atol=1e-6)
+    # fresh output arrays per call (both allocate with numpy: first touch of 2 x B x C x 4 bytes)
+    t_k = best_time(lambda: assemble_candidates(*args), repeat=repeat, warmup=1)
+    t_r = best_time(lambda: assemble_candidates_ref(*args), repeat=repeat, warmup=1)
+    # output buffers reused across batches, as a training loop does (out=), for both
+    n = B * len(got[0])
+    bufs = (np.empty(n, np.float32), np.empty(n, np.float32))
+    t_k2 = best_time(lambda: assemble_candidates(*args, out=bufs), repeat=repeat, warmup=1)
+    t_r2 = best_time(lambda: assemble_candidates_ref(*args, out=bufs), repeat=repeat, warmup=1)
+    # the union and column maps alone (everything but writing the dense B x C outputs)
+    from xmr.kernels.assembly import candidate_union
+
+    def union_ref():
+        all_ids = np.concatenate([p_ids, t_ids, h_ids, r_ids])
+        uniq, first, inv = np.unique(all_ids, return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")
+        rank = np.empty(len(uniq), np.int64)
+        rank[order] = np.arange(len(uniq))
+        cols = rank[inv]
+        r_cols = cols[len(all_ids) - len(r_ids):]
+        cnt = np.bincount(r_cols, minlength=len(uniq))
+        lec = np.zeros(len(uniq))
+        lec[r_cols[::-1]] = r_lec[::-1]
+        with np.errstate(divide="ignore"):
+            neg = np.where(cnt > 0, np.log(np.maximum(cnt, 1)) - lec, 0.0).astype(np.float32)
+        return uniq[order], cnt > 0, neg, cols
+
+    assert np.array_equal(union_ref()[0], candidate_union(p_ids, t_ids, h_ids, r_ids, r_lec,
+                                                          True)[0])
+    t_u = best_time(lambda: candidate_union(p_ids, t_ids, h_ids, r_ids, r_lec, True),
+                    repeat=repeat, warmup=1)
+    t_ur = best_time(union_ref, repeat=repeat, warmup=1)
+    return {"B": B, "L": L, "C": int(len(got[0])), "positives_per_row": 5,
+            "teacher_per_row": teacher_k, "random_draws": int(m),
+            "random_columns": int(got[1].sum()), "share_columns": True, "alpha": 0.5,
+            "fresh_outputs": {"kernel_s": t_k, "ref_s": t_r, "speedup": t_r / t_k},
+            "reused_outputs": {"kernel_s": t_k2, "ref_s": t_r2, "speedup": t_r2 / t_k2},
+            "union_only": {"kernel_s": t_u, "ref_s": t_ur, "speedup": t_ur / t_u},
+            "dense_output_bytes": int(2 * 4 * B * len(got[0]))}
+
+
+def bench_correction(rng, B, L, C, repeat):
+    from xmr.kernels.correction import MASK_VALUE, correct_logits, correct_logits_ref
+
+    p_ptr, p_ids = _csr(rng, B, 5, L)
+    det = np.unique(p_ids)
+    n_s = C - len(det)
+    # sampled copies: log-uniform-like ids with duplicates, a few accidental hits
+    samp = np.minimum((np.exp(rng.random(n_s) * np.log(L + 1.0)) - 1).astype(np.int64), L - 1)
+    samp[:: 50] = rng.choice(p_ids, len(samp[::50]))
+    cand = np.concatenate([det, samp]).astype(np.int64)
+    is_s = np.concatenate([np.zeros(len(det), bool), np.ones(n_s, bool)])
+    off = rng.normal(0, 3, C).astype(np.float32)
+    buf = rng.normal(0, 1, (B, C)).astype(np.float32)
+
+    def run_kernel():
+        b = buf.copy()  # the reference returns a new array: both pay one copy
+        correct_logits(b, cand, off, is_s, p_ptr, p_ids, False, MASK_VALUE)
+        return b
+
+    def run_ref():
+        return correct_logits_ref(buf, cand, off, is_s, p_ptr, p_ids, False, MASK_VALUE)
+
+    assert np.array_equal(run_kernel(), run_ref())
+    t_k = best_time(run_kernel, repeat=repeat, warmup=1)
+    t_r = best_time(run_ref, repeat=repeat, warmup=1)
+    t_copy = best_time(lambda: buf.copy(), repeat=repeat, warmup=1)
+    return {"B": B, "L": L, "C": C, "positives_per_row": 5, "sampled_columns": int(n_s),
+            "kernel_s": t_k, "ref_s": t_r, "copy_s": t_copy, "speedup": t_r / t_k,
+            "speedup_excluding_copy": (t_r - t_copy) / max(t_k - t_copy, 1e-9)}
+
+
+def _freq_update_vectorised(last_step, gap, ids, step, alpha):
+    from xmr.kernels.freq import freq_bucket_ref
+
+    h = np.unique(freq_bucket_ref(ids, len(last_step)))
+    a = last_step[h]
+    h = h[a != step]
+    a = last_step[h]
+    gap[h] = np.where(a == 0, float(step), (1 - alpha) * gap[h] + alpha * (step - a))
+    last_step[h] = step
+
+
+def bench_freq(rng, B, L, repeat, steps=50):
+    from xmr.kernels.freq import freq_update
+
+    batches = rng.integers(0, L, (steps, B)).astype(np.int64)
+    nb = 1 << 22
+
+    def run(fn):
+        a = np.zeros(nb, np.int64)
+        g = np.zeros(nb)
+        for t, ids in enumerate(batches, 1):
+            fn(a, g, ids, t, 0.01)
+        return a, g
+
+    ka, kg = run(freq_update)
+    ra, rg = run(_freq_update_vectorised)
+    assert np.array_equal(ka, ra) and np.allclose(kg, rg)
+    t_k = best_time(lambda: run(freq_update), repeat=repeat, warmup=1)
+    t_r = best_time(lambda: run(_freq_update_vectorised), repeat=repeat, warmup=1)
+    return {"batch": B, "steps": steps, "buckets": nb, "kernel_s": t_k, "ref_s": t_r,
+            "speedup": t_r / t_k}
+
+
+def bench_samplers(rng, L, m, m_unique, repeat):
+    from xmr.negatives.samplers import LogUniformSampler, UniformSampler, UnigramSampler
+
+    counts = 1.0 / (np.arange(L) + 1.0)
+    q = counts / counts.sum()
+    samplers = {"uniform": UniformSampler(L), "log-uniform": LogUniformSampler(L),
+                "unigram": UnigramSampler(counts, 1.0)}
+    g = np.random.default_rng(0)
+    out = {"L": L, "m": m, "m_unique": m_unique}
+    t_choice = best_time(lambda: g.choice(L, m, p=q), repeat=repeat, warmup=1)
+    t_integers = best_time(lambda: g.integers(0, L, m), repeat=repeat, warmup=1)
+    t_choice_u = best_time(lambda: g.choice(L, m_unique, replace=False, p=q), repeat=repeat,
+                           warmup=1)
+    out["numpy_choice_p_draws_per_s"] = m / t_choice
+    out["numpy_integers_draws_per_s"] = m / t_integers
+    out["numpy_choice_p_unique_draws_per_s"] = m_unique / t_choice_u
+    for name, s in samplers.items():
+        t = best_time(lambda: s.sample(m, g), repeat=repeat, warmup=1)
+        tu = best_time(lambda: s.sample(m_unique, g, unique=True), repeat=repeat, warmup=1)
+        out[name] = {"draws_per_s": m / t, "vs_numpy_choice_p": t_choice / t,
+                     "unique_draws_per_s": m_unique / tu,
+                     "unique_vs_numpy_choice_p_unique": t_choice_u / tu}
+    out["uniform"]["vs_numpy_integers"] = t_integers * out["uniform"]["draws_per_s"] / m
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
+    ap.add_argument("--no-write", action="store_true")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    B, L, C = (128, 100_000, 1024) if a.quick else (1024, 1_000_000, 8192)
+    rng = np.random.default_rng(0)
+    results = {}
+    results["assembly"] = bench_assembly(rng, B, L, C, a.repeat)
+    log.info("assembly   %s", results["assembly"])
+    results["correction"] = bench_correction(rng, B, L, C, a.repeat)
+    log.info("correction %s", results["correction"])
+    results["freq"] = bench_freq(rng, B, L, a.repeat)
+    log.info("freq       %s", results["freq"])
+    results["samplers"] = bench_samplers(rng, L, 1_000_000 if not a.quick else 100_000,
+                                         C, a.repeat)
+    log.info("samplers   %s", results["samplers"])
+    results["goals"] = {
+        "correction_speedup_ge_3": results["correction"]["speedup"] >= 3.0,
+        "assembly_speedup_ge_3_fresh_outputs":
+            results["assembly"]["fresh_outputs"]["speedup"] >= 3.0,
+        "assembly_speedup_ge_3_reused_outputs":
+            results["assembly"]["reused_outputs"]["speedup"] >= 3.0,
+    }
+    config = {"B": B, "L": L, "C_target": C, "repeat": a.repeat, "quick": a.quick,
+              "threads": "numba serial kernels; numpy single call"}
+    if not a.no_write:
+        path = write_result("bench_kernels", config, results)
+        log.info("wrote %s", path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

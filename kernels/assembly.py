@@ -1,0 +1,351 @@
+"""Candidate assembly: the union of a batch's candidates, their logit bias and their targets.
+
+Implements the candidate side of the loss family of DESIGN.md §5 for a batch scored on a shared
+candidate set (one dense matmul). Per row x with positives P, teacher top-K T (ids and raw
+logits), mined negatives H, and the batch-shared random negatives R (ids with their
+``log E[count]`` under the proposal):
+
+**Columns.** ``cand_ids`` is the union of all P, T, H, R ids in order of first appearance
+(P row by row, then T, H, R). The union is built with an open-addressing hash map of size
+``2^ceil(log2(2n))`` for n input ids: no L-sized array is ever allocated (L can be 3M).
+
+**Duplicates collapse.** An id drawn c times in R becomes one column; its multiplicity enters
+the logit: ``b_j = log E[count_j] - log c_j``, i.e. ``logit_bias = log c_j - log E[count_j]``.
+This gives exactly the partition function of c separate copies each offset by
+``log E[count_j]`` (``c * exp(s - log E) = exp(s + log c - log E)``).
+
+**logit_bias f32[B, C]** (added to ``s / tau_s``). For row r and column j, by priority:
+
+1. j is a positive column of r: 0, or ``-b_j`` if ``correct_positives`` and j was also drawn in R;
+2. j is in T(r) (when ``teacher_candidates``) or H(r): 0 (deterministic for this row; a random
+   draw of the same id is an accidental hit and is absorbed, so the sampled estimate only
+   covers labels that are not already scored exactly);
+3. j was drawn in R: ``-b_j``;
+4. otherwise (a P/T/H column of another row): 0 if ``share_columns`` (an in-batch extra
+   negative, uncorrected), else ``mask_value`` (the row does not see it).
+
+**targets f32[B, C]**: ``a = (1 - alpha) * uniform(P) + alpha * q^t`` with
+``q^t = softmax(t / tau_t)`` over the row's teacher entries whose column is visible to the row,
+renormalised (duplicate teacher ids add up; duplicate positives count once). If the row has no
+teacher entry the positives get all the mass; if it has no positive the teacher gets it (when
+``alpha > 0``); a row with neither gets zero targets and contributes no loss.
+
+If ``teacher_candidates`` is False the teacher ids do not enter the union: they only give
+targets on columns that are already candidates (q^t restricted to A(x), DESIGN.md §5).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+__all__ = ["candidate_union", "fill_bias_targets", "assemble_candidates",
+           "assemble_candidates_ref"]
+
+
+@njit(cache=True)
+def _capacity(n):
+    cap = 16
+    while cap < 2 * n:
+        cap *= 2
+    return cap
+
+
+@njit(cache=True)
+def _slot(keys, key):
+    """Slot of ``key`` in the open-addressing table ``keys`` (-1 = empty): its slot or the empty
+    slot where it would go."""
+    mask = keys.shape[0] - 1
+    h = (np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(17)
+    i = np.int64(h & np.uint64(mask))
+    while True:
+        k = keys[i]
+        if k == key or k == -1:
+            return i
+        i = (i + 1) & mask
+
+
+@njit(cache=True)
+def candidate_union(pos_ids, t_ids, h_ids, r_ids, r_log_ec, teacher_candidates):
+    """Union of the batch's candidate ids (first-appearance order P, T, H, R) by hashing.
+
+    Returns ``(cand_ids i64[C], is_sampled bool[C], neg_off f32[C], pos_cols i64[nnz_P],
+    t_cols i64[nnz_T], h_cols i64[nnz_H])`` where ``neg_off = log c_j - log E[count_j]`` on
+    sampled columns (c_j draws of the id; the first draw's ``log E`` is used) and 0 elsewhere;
+    ``t_cols`` is -1 for a teacher id that is not a candidate (only if not
+    ``teacher_candidates``).
+    """
+    n_p = pos_ids.shape[0]
+    n_t = t_ids.shape[0]
+    n_h = h_ids.shape[0]
+    n_r = r_ids.shape[0]
+    n_all = n_p + (n_t if teacher_candidates else 0) + n_h + n_r
+    keys = np.full(_capacity(n_all), -1, dtype=np.int64)
+    vals = np.empty(keys.shape[0], dtype=np.int64)
+    cand = np.empty(n_all, dtype=np.int64)
+    n_c = 0
+
+    pos_cols = np.empty(n_p, dtype=np.int64)
+    for i in range(n_p):
+        s = _slot(keys, pos_ids[i])
+        if keys[s] == -1:
+            keys[s] = pos_ids[i]
+            vals[s] = n_c
+            cand[n_c] = pos_ids[i]
+            n_c += 1
+        pos_cols[i] = vals[s]
+    t_cols = np.empty(n_t, dtype=np.int64)
+    if teacher_candidates:
+        for i in range(n_t):
+            s = _slot(keys, t_ids[i])
+            if keys[s] == -1:
+                keys[s] = t_ids[i]
+                vals[s] = n_c
+                cand[n_c] = t_ids[i]
+                n_c += 1
+            t_cols[i] = vals[s]
+    h_cols = np.empty(n_h, dtype=np.int64)
+    for i in range(n_h):
+        s = _slot(keys, h_ids[i])
+        if keys[s] == -1:
+            keys[s] = h_ids[i]
+            vals[s] = n_c
+            cand[n_c] = h_ids[i]
+            n_c += 1
+        h_cols[i] = vals[s]
+    r_count = np.zeros(n_all, dtype=np.int64)
+    r_lec = np.zeros(n_all, dtype=np.float64)
+    for i in range(n_r):
+        s = _slot(keys, r_ids[i])
+        if keys[s] == -1:
+            keys[s] = r_ids[i]
+            vals[s] = n_c
+            cand[n_c] = r_ids[i]
+            n_c += 1
+        c = vals[s]
+        if r_count[c] == 0:
+            r_lec[c] = r_log_ec[i]
+        r_count[c] += 1
+    if not teacher_candidates:
+        for i in range(n_t):
+            s = _slot(keys, t_ids[i])
+            t_cols[i] = vals[s] if keys[s] != -1 else -1
+
+    # per-column sampled bias -b_j = log c_j - log E[count_j]
+    is_sampled = np.zeros(n_c, dtype=np.bool_)
+    neg_off = np.zeros(n_c, dtype=np.float32)
+    for c in range(n_c):
+        if r_count[c] > 0:
+            is_sampled[c] = True
+            neg_off[c] = np.float32(-(r_lec[c] - math.log(r_count[c])))
+    return cand[:n_c].copy(), is_sampled, neg_off, pos_cols, t_cols, h_cols
+
+
+@njit(cache=True)
+def fill_bias_targets(bias, targets, pos_indptr, pos_cols, t_indptr, t_cols, t_logits, h_indptr,
+                      h_cols, is_sampled, neg_off, alpha, tau_t, correct_positives,
+                      share_columns, teacher_candidates, mask_value):
+    """Write ``logit_bias`` and ``targets`` (both f32[B, C], C-contiguous, any initial content)
+    in place from the column maps of :func:`candidate_union` (rules in the module docstring).
+
+    Serial on purpose: the work is bound by memory writes (``2 * B * C * 4`` bytes), and a
+    ``prange`` version was slower on the project's shared 2-core machine. The buffers are
+    allocated by the caller: numpy's allocator backs large arrays with huge pages, which makes
+    first touch several times cheaper than Numba's, and a training loop can reuse them across
+    batches.
+    """
+    num_rows = bias.shape[0]
+    n_c = bias.shape[1]
+    n_samp = 0
+    for c in range(n_c):
+        if is_sampled[c]:
+            n_samp += 1
+    samp_cols = np.empty(n_samp, dtype=np.int64)
+    k = 0
+    for c in range(n_c):
+        if is_sampled[c]:
+            samp_cols[k] = c
+            k += 1
+    base = np.float32(0.0) if share_columns else mask_value
+    half_mask = 0.5 * mask_value
+    for r in range(num_rows):
+        row = bias[r]
+        trow = targets[r]
+        row[:] = base
+        trow[:] = 0.0
+        for k in range(n_samp):
+            c = samp_cols[k]
+            row[c] = neg_off[c]
+        for e in range(h_indptr[r], h_indptr[r + 1]):
+            row[h_cols[e]] = 0.0
+        if teacher_candidates:
+            for e in range(t_indptr[r], t_indptr[r + 1]):
+                row[t_cols[e]] = 0.0
+        n_pos = 0
+        for e in range(pos_indptr[r], pos_indptr[r + 1]):
+            c = pos_cols[e]
+            if correct_positives and is_sampled[c]:
+                row[c] = neg_off[c]
+            else:
+                row[c] = 0.0
+            if trow[c] == 0.0:  # distinct positive columns (marked with 1, set below)
+                trow[c] = 1.0
+                n_pos += 1
+
+        # teacher distribution over the visible teacher entries
+        z_max = -np.inf
+        for e in range(t_indptr[r], t_indptr[r + 1]):
+            c = t_cols[e]
+            if c >= 0 and row[c] > half_mask:
+                z = np.float64(t_logits[e]) / tau_t
+                if z > z_max:
+                    z_max = z
+        z_sum = 0.0
+        if z_max > -np.inf:
+            for e in range(t_indptr[r], t_indptr[r + 1]):
+                c = t_cols[e]
+                if c >= 0 and row[c] > half_mask:
+                    z_sum += math.exp(np.float64(t_logits[e]) / tau_t - z_max)
+        has_t = z_sum > 0.0 and alpha > 0.0
+        has_p = n_pos > 0
+        w_p = 0.0
+        w_t = 0.0
+        if has_p and has_t:
+            w_p = 1.0 - alpha
+            w_t = alpha
+        elif has_p:
+            w_p = 1.0
+        elif has_t:
+            w_t = 1.0
+        each = np.float32(w_p / n_pos) if n_pos > 0 else np.float32(0.0)
+        for e in range(pos_indptr[r], pos_indptr[r + 1]):
+            trow[pos_cols[e]] = each
+        if w_t > 0.0:
+            scale = w_t / z_sum
+            for e in range(t_indptr[r], t_indptr[r + 1]):
+                c = t_cols[e]
+                if c >= 0 and row[c] > half_mask:
+                    w = scale * math.exp(np.float64(t_logits[e]) / tau_t - z_max)
+                    trow[c] = np.float32(np.float64(trow[c]) + w)
+
+
+def assemble_candidates(num_rows, pos_indptr, pos_ids, t_indptr, t_ids, t_logits, h_indptr,
+                        h_ids, r_ids, r_log_ec, alpha, tau_t, correct_positives, share_columns,
+                        teacher_candidates, mask_value, out=None):
+    """Build the shared candidate set of a batch with its logit bias and targets.
+
+    Composes the two kernels :func:`candidate_union` and :func:`fill_bias_targets`.
+
+    Inputs (CSR triplets with ``indptr i64[B+1]``; empty parts as zero-length arrays):
+      pos_indptr, pos_ids i64          positives P
+      t_indptr, t_ids i64, t_logits f32   teacher top-K T with raw logits
+      h_indptr, h_ids i64              mined negatives H
+      r_ids i64[m], r_log_ec f64[m]    shared random negatives R and log E[count] of each draw
+      alpha, tau_t f64; correct_positives, share_columns, teacher_candidates bool;
+      mask_value f32
+      out: optional ``(bias, targets)`` f32 buffers of at least ``B * C`` elements each, reused
+      across batches (their first ``B * C`` elements are viewed as ``[B, C]``).
+    Returns ``(cand_ids i64[C], is_sampled bool[C], logit_bias f32[B, C], targets f32[B, C],
+    pos_cols i64[nnz_P], t_cols i64[nnz_T] (-1: not a candidate), h_cols i64[nnz_H])``.
+    """
+    cand, is_sampled, neg_off, pos_cols, t_cols, h_cols = candidate_union(
+        pos_ids, t_ids, h_ids, r_ids, r_log_ec, teacher_candidates)
+    n_c = cand.shape[0]
+    if out is None:
+        bias = np.empty((num_rows, n_c), dtype=np.float32)
+        targets = np.empty((num_rows, n_c), dtype=np.float32)
+    else:
+        for name, buf in zip(("bias", "targets"), out):
+            if buf.dtype != np.float32 or buf.size < num_rows * n_c or not buf.flags.c_contiguous:
+                raise ValueError(f"out {name}: expected a C-contiguous float32 buffer of at least "
+                                 f"B*C={num_rows * n_c} elements, got {buf.dtype} of size "
+                                 f"{buf.size}")
+        bias = out[0].reshape(-1)[: num_rows * n_c].reshape(num_rows, n_c)
+        targets = out[1].reshape(-1)[: num_rows * n_c].reshape(num_rows, n_c)
+    fill_bias_targets(bias, targets, pos_indptr, pos_cols, t_indptr, t_cols, t_logits, h_indptr,
+                      h_cols, is_sampled, neg_off, alpha, tau_t, correct_positives,
+                      share_columns, teacher_candidates, mask_value)
+    return cand, is_sampled, bias, targets, pos_cols, t_cols, h_cols
+
+
+def assemble_candidates_ref(num_rows, pos_indptr, pos_ids, t_indptr, t_ids, t_logits, h_indptr,
+                            h_ids, r_ids, r_log_ec, alpha, tau_t, correct_positives, share_columns,
+                            teacher_candidates, mask_value, out=None):
+    """Vectorised numpy reference of :func:`assemble_candidates` (np.unique, searchsorted,
+    fancy indexing, bincount, ufunc.at); same outputs (targets equal up to fp32 rounding)."""
+    B = num_rows
+    parts = [pos_ids] + ([t_ids] if teacher_candidates else []) + [h_ids, r_ids]
+    all_ids = np.concatenate(parts).astype(np.int64)
+    uniq, first, inv = np.unique(all_ids, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(uniq), dtype=np.int64)
+    rank[order] = np.arange(len(uniq))
+    cand = uniq[order]
+    cols_all = rank[inv.ravel()]
+    C = len(cand)
+    n_p, n_h, n_r = len(pos_ids), len(h_ids), len(r_ids)
+    pos_cols = cols_all[:n_p]
+    off = n_p
+    if teacher_candidates:
+        t_cols = cols_all[off:off + len(t_ids)]
+        off += len(t_ids)
+    else:
+        where = np.searchsorted(uniq, t_ids)
+        where_c = np.minimum(where, max(len(uniq) - 1, 0))
+        found = (where < len(uniq)) & (uniq[where_c] == t_ids) if len(uniq) else np.zeros(
+            len(t_ids), dtype=bool)
+        t_cols = np.where(found, rank[where_c] if len(uniq) else -1, -1).astype(np.int64)
+    h_cols = cols_all[off:off + n_h]
+    r_cols = cols_all[off + n_h:off + n_h + n_r]
+
+    r_count = np.bincount(r_cols, minlength=C)
+    is_sampled = r_count > 0
+    r_lec = np.zeros(C)
+    r_lec[r_cols[::-1]] = np.asarray(r_log_ec, dtype=np.float64)[::-1]  # first draw wins
+    with np.errstate(divide="ignore"):
+        neg_off = np.where(is_sampled, -(r_lec - np.log(np.maximum(r_count, 1))), 0.0)
+    neg_off = neg_off.astype(np.float32)
+
+    if out is None:
+        bias = np.empty((B, C), dtype=np.float32)
+        T = np.empty((B, C), dtype=np.float32)
+    else:
+        bias = out[0].reshape(-1)[: B * C].reshape(B, C)
+        T = out[1].reshape(-1)[: B * C].reshape(B, C)
+    bias.fill(0.0 if share_columns else mask_value)
+    bias[:, is_sampled] = neg_off[is_sampled]
+    rows_h = np.repeat(np.arange(B), np.diff(h_indptr))
+    bias[rows_h, h_cols] = 0.0
+    rows_t = np.repeat(np.arange(B), np.diff(t_indptr))
+    if teacher_candidates:
+        bias[rows_t, t_cols] = 0.0
+    rows_p = np.repeat(np.arange(B), np.diff(pos_indptr))
+    corr = correct_positives & is_sampled[pos_cols]
+    bias[rows_p, pos_cols] = np.where(corr, neg_off[pos_cols], np.float32(0.0))
+
+    # targets
+    pkey = np.unique(rows_p * C + pos_cols)
+    prow = pkey // C if C else pkey
+    n_pos = np.bincount(prow, minlength=B)
+    vis = t_cols >= 0
+    vis[vis] = bias[rows_t[vis], t_cols[vis]] > 0.5 * mask_value
+    z = np.asarray(t_logits, dtype=np.float64) / tau_t
+    z_max = np.full(B, -np.inf)
+    np.maximum.at(z_max, rows_t[vis], z[vis])
+    ez = np.zeros(len(z))
+    ez[vis] = np.exp(z[vis] - z_max[rows_t[vis]])
+    z_sum = np.bincount(rows_t[vis], weights=ez[vis], minlength=B)
+    has_t = (z_sum > 0) & (alpha > 0)
+    has_p = n_pos > 0
+    w_p = np.where(has_p & has_t, 1.0 - alpha, np.where(has_p, 1.0, 0.0))
+    w_t = np.where(has_p & has_t, alpha, np.where(has_t & ~has_p, 1.0, 0.0))
+    T.fill(0.0)
+    if len(pkey):
+        T.reshape(-1)[pkey] = (w_p / np.maximum(n_pos, 1))[prow]
+    tv = vis & has_t[rows_t]
+    np.add.at(T, (rows_t[tv], t_cols[tv]), (w_t / np.where(z_sum > 0, z_sum, 1.0))[rows_t[tv]]
+              * ez[tv])
+    return (cand, is_sampled, bias, T, pos_cols, np.asarray(t_cols),
+            h_cols)

@@ -1,0 +1,232 @@
+"""Candidate assembly for a batch and the sampled-logit correction (DESIGN.md §5).
+
+The training loop scores a batch on one **shared** candidate set: the union of every row's
+positives P, teacher top-K T, mined negatives H, and the batch's random negatives R. Then
+
+    z = logits[:, cand_ids] / tau_s + logit_bias            # f32[B, C]
+    loss_r = sum_j targets[r, j] * (logsumexp(z[r]) - z[r, j])
+
+is the loss family of §5, with ``logit_bias = -b`` (sampled-logit offsets), masks on the cells a
+row must not see, and ``targets = (1 - alpha) * uniform(P) + alpha * q^t``. See
+:mod:`xmr.kernels.assembly` for the exact rules (priorities, duplicates, empty rows) and
+:mod:`xmr.kernels.correction` for the mask value and the copies-kept variant.
+
+Public API: :func:`assemble_batch` → :class:`CandidateBatch`; :func:`correct_logits` (in-place
+correction of a buffer whose columns may hold copies of sampled ids); :data:`MASK_VALUE`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+__all__ = ["CandidateBatch", "assemble_batch", "correct_logits", "MASK_VALUE"]
+
+#: value of masked cells in ``logit_bias`` (finite: a fully masked row never yields NaN);
+#: the same constant as :data:`xmr.kernels.correction.MASK_VALUE`.
+MASK_VALUE = np.float32(-1e9)
+
+
+@dataclass
+class CandidateBatch:
+    """A batch's shared candidate set (C columns for B rows).
+
+    cand_ids    i64[C]     label id of each column (first-appearance order: P, T, H, R)
+    logit_bias  f32[B, C]  added to ``logits / tau_s``: ``-b`` and masks (:data:`MASK_VALUE`)
+    targets     f32[B, C]  the target distribution a(x) on the columns; rows sum to 1, or to
+                           0 for a row with neither positives nor teacher mass
+    is_sampled  bool[C]    the column's id was drawn by the random sampler (R)
+    pos_cols    i64[nnz_P] column of each positive entry (aligned with the input ``pos_ids``)
+    """
+
+    cand_ids: np.ndarray
+    logit_bias: np.ndarray
+    targets: np.ndarray
+    is_sampled: np.ndarray
+    pos_cols: np.ndarray
+
+    @property
+    def num_candidates(self) -> int:
+        return int(self.cand_ids.shape[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# validation helpers
+# ------------------------------------------------------------------------------------------------
+
+def _ids(name: str, a, num_labels: int) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-d array, got shape {a.shape}")
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"{name}: expected integer ids, got dtype {a.dtype}")
+    a = np.ascontiguousarray(a, dtype=np.int64)
+    if a.size:
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi >= num_labels:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{name}: expected ids in [0, {num_labels}), got {bad}")
+    return a
+
+
+def _indptr(name: str, a, num_rows: Optional[int], nnz: int) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim != 1 or a.size < 1:
+        raise ValueError(f"{name}: expected a 1-d array of length B+1, got shape {a.shape}")
+    if not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"{name}: expected an integer array, got dtype {a.dtype}")
+    a = np.ascontiguousarray(a, dtype=np.int64)
+    if num_rows is not None and a.size != num_rows + 1:
+        raise ValueError(f"{name}: expected length B+1={num_rows + 1}, got {a.size}")
+    if a[0] != 0:
+        raise ValueError(f"{name}: expected {name}[0] == 0, got {int(a[0])}")
+    d = np.diff(a)
+    if d.size and d.min() < 0:
+        i = int(np.argmax(d < 0))
+        raise ValueError(f"{name}: expected non-decreasing values, got {name}[{i}]={int(a[i])} "
+                         f"> {name}[{i + 1}]={int(a[i + 1])}")
+    if a[-1] != nnz:
+        raise ValueError(f"{name}: expected {name}[-1] == number of ids ({nnz}), "
+                         f"got {int(a[-1])}")
+    return a
+
+
+def _finite_float(name: str, a, n: int, dtype) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim != 1 or a.shape[0] != n:
+        raise ValueError(f"{name}: expected shape ({n},), got {a.shape}")
+    a = np.ascontiguousarray(a, dtype=dtype)
+    if a.size and not np.all(np.isfinite(a)):
+        raise ValueError(f"{name}: expected finite values, got {a[~np.isfinite(a)][0]!r}")
+    return a
+
+
+# ------------------------------------------------------------------------------------------------
+# public API
+# ------------------------------------------------------------------------------------------------
+
+def assemble_batch(pos_indptr, pos_ids, *, teacher: Optional[Tuple] = None,
+                   mined: Optional[Tuple] = None, sampled: Optional[Tuple] = None,
+                   alpha: float = 0.0, tau_t: float = 1.0, correct_positives: bool = False,
+                   share_columns: bool = True, teacher_candidates: bool = True,
+                   num_labels: int, out: Optional[Tuple[np.ndarray, np.ndarray]] = None
+                   ) -> CandidateBatch:
+    """Build the shared candidate set of a batch, its logit bias and its targets.
+
+    pos_indptr i64[B+1], pos_ids i64[nnz]: the positives of each row (CSR).
+    teacher: ``(indptr i64[B+1], ids i64[k], logits f32[k])`` teacher top-K with raw logits.
+    mined: ``(indptr i64[B+1], ids i64[h])`` hard negatives.
+    sampled: ``(ids i64[m], log_expected_count f[m])`` random negatives shared by the batch, as
+        returned by a :class:`~xmr.negatives.samplers.Sampler` (duplicates allowed: collapsed
+        into one column with ``logit_bias = log count_j - log E[count_j]``).
+    alpha: teacher weight in ``a = (1 - alpha) y + alpha q^t`` (0 = no teacher), in [0, 1].
+    tau_t: teacher temperature (> 0).
+    correct_positives: apply the sampled offset to a positive column that was also drawn.
+    share_columns: rows see the other rows' P/T/H columns as extra (uncorrected) negatives;
+        if False each row sees only its own P ∪ T ∪ H and R (others masked).
+    teacher_candidates: add the teacher ids to the candidates (T ⊂ A); if False they only
+        set targets on columns that are candidates anyway.
+    num_labels: L; every id must lie in [0, L).
+    out: optional pair of flat float32 buffers (each of at least B*C elements) to reuse across
+        batches: ``logit_bias`` and ``targets`` are then views into them, valid until the next
+        call (saves the first-touch cost of 2*B*C*4 fresh bytes per batch, the largest part of
+        the assembly time at B=1024, C=8192).
+
+    Raises ValueError naming the argument, what was expected and what came.
+    """
+    if isinstance(num_labels, bool) or not isinstance(num_labels, (int, np.integer)) \
+            or num_labels < 1:
+        raise ValueError(f"num_labels: expected a positive int, got {num_labels!r}")
+    if not (0.0 <= float(alpha) <= 1.0):
+        raise ValueError(f"alpha: expected a value in [0, 1], got {alpha!r}")
+    if not (math.isfinite(float(tau_t)) and float(tau_t) > 0.0):
+        raise ValueError(f"tau_t: expected a finite value > 0, got {tau_t!r}")
+    pos_ids = _ids("pos_ids", pos_ids, num_labels)
+    pos_indptr = _indptr("pos_indptr", pos_indptr, None, pos_ids.size)
+    B = pos_indptr.size - 1
+    empty_i = np.zeros(0, dtype=np.int64)
+    empty_ptr = np.zeros(B + 1, dtype=np.int64)
+
+    if teacher is None:
+        t_indptr, t_ids, t_logits = empty_ptr, empty_i, np.zeros(0, dtype=np.float32)
+    else:
+        if len(teacher) != 3:
+            raise ValueError(f"teacher: expected (indptr, ids, logits), got {len(teacher)} arrays")
+        t_ids = _ids("teacher ids", teacher[1], num_labels)
+        t_indptr = _indptr("teacher indptr", teacher[0], B, t_ids.size)
+        t_logits = _finite_float("teacher logits", teacher[2], t_ids.size, np.float32)
+    if mined is None:
+        h_indptr, h_ids = empty_ptr, empty_i
+    else:
+        if len(mined) != 2:
+            raise ValueError(f"mined: expected (indptr, ids), got {len(mined)} arrays")
+        h_ids = _ids("mined ids", mined[1], num_labels)
+        h_indptr = _indptr("mined indptr", mined[0], B, h_ids.size)
+    if sampled is None:
+        r_ids, r_lec = empty_i, np.zeros(0, dtype=np.float64)
+    else:
+        if len(sampled) != 2:
+            raise ValueError(f"sampled: expected (ids, log_expected_count), got {len(sampled)} "
+                             f"arrays")
+        r_ids = _ids("sampled ids", sampled[0], num_labels)
+        r_lec = _finite_float("sampled log_expected_count", sampled[1], r_ids.size, np.float64)
+
+    from xmr.kernels.assembly import assemble_candidates
+
+    cand, is_s, bias, targets, pos_cols, _, _ = assemble_candidates(
+        B, pos_indptr, pos_ids, t_indptr, t_ids, t_logits, h_indptr, h_ids, r_ids, r_lec,
+        float(alpha), float(tau_t), bool(correct_positives), bool(share_columns),
+        bool(teacher_candidates), MASK_VALUE, out=out)
+    return CandidateBatch(cand_ids=cand, logit_bias=bias, targets=targets, is_sampled=is_s,
+                          pos_cols=pos_cols)
+
+
+def correct_logits(buf, cand_ids, log_expected_count, is_sampled, pos_indptr, pos_ids, *,
+                   correct_positives: bool = False):
+    """Apply the sampled-logit correction to ``buf`` in place and return it.
+
+    buf: f32[B, C] numpy array or CPU torch tensor (C-contiguous): logits or a bias buffer.
+    cand_ids i64[C] (copies of an id allowed), log_expected_count f[C] (offsets of the sampled
+    columns; ignored elsewhere), is_sampled bool[C], positives as CSR (pos_indptr i64[B+1],
+    pos_ids). Sampled columns get ``-log_expected_count``; every other copy of a row's positive
+    is masked (:data:`MASK_VALUE`); see :mod:`xmr.kernels.correction`.
+    """
+    arr = buf
+    if hasattr(buf, "detach") and hasattr(buf, "numpy"):  # a torch tensor: work on its memory
+        if buf.device.type != "cpu" or not buf.is_contiguous():
+            raise ValueError(f"buf: expected a contiguous CPU tensor, got device={buf.device}, "
+                             f"contiguous={buf.is_contiguous()}")
+        arr = buf.detach().numpy()
+    if not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.dtype != np.float32 \
+            or not arr.flags.c_contiguous or not arr.flags.writeable:
+        got = (f"{type(arr).__name__} dtype={getattr(arr, 'dtype', None)} "
+               f"shape={getattr(arr, 'shape', None)}")
+        raise ValueError(f"buf: expected a writable C-contiguous float32 array [B, C], got {got}")
+    B, C = arr.shape
+    cand_ids = np.ascontiguousarray(cand_ids)
+    if cand_ids.shape != (C,) or (cand_ids.size and not np.issubdtype(cand_ids.dtype, np.integer)):
+        raise ValueError(f"cand_ids: expected integer ids of shape ({C},), got {cand_ids.dtype} "
+                         f"{cand_ids.shape}")
+    cand_ids = cand_ids.astype(np.int64, copy=False)
+    is_sampled = np.ascontiguousarray(is_sampled)
+    if is_sampled.shape != (C,) or is_sampled.dtype != np.bool_:
+        raise ValueError(f"is_sampled: expected bool of shape ({C},), got {is_sampled.dtype} "
+                         f"{is_sampled.shape}")
+    off = np.asarray(log_expected_count)
+    if off.shape != (C,):
+        raise ValueError(f"log_expected_count: expected shape ({C},), got {off.shape}")
+    off = np.ascontiguousarray(off, dtype=np.float32)
+    if not np.all(np.isfinite(off[is_sampled])):
+        raise ValueError("log_expected_count: expected finite values on sampled columns, got "
+                         f"{off[is_sampled][~np.isfinite(off[is_sampled])][0]!r}")
+    pos_ids = np.ascontiguousarray(pos_ids, dtype=np.int64)
+    pos_indptr = _indptr("pos_indptr", pos_indptr, B, pos_ids.size)
+
+    from xmr.kernels.correction import correct_logits as _kernel
+
+    _kernel(arr, cand_ids, off, is_sampled, pos_indptr, pos_ids, bool(correct_positives),
+            MASK_VALUE)
+    return buf
