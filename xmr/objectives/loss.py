@@ -120,8 +120,9 @@ class UnifiedObjective:
             t0 = time.perf_counter()
             ptr, ids, vals = soft_targets(pos, self.num_labels, teacher, cfg.alpha, cfg.tau_t)
             self.timings["assemble"] += time.perf_counter() - t0
-            loss = table.full_softmax_loss(x, torch.from_numpy(ptr), torch.from_numpy(ids),
-                                           torch.from_numpy(vals), chunk_size=self.chunk)
+            dev = emb.device
+            loss = table.full_softmax_loss(x, torch.from_numpy(ptr).to(dev), torch.from_numpy(ids).to(dev),
+                                           torch.from_numpy(vals).to(dev), chunk_size=self.chunk)
             return loss, {"num_candidates": self.num_labels}
 
         from xmr.negatives.candidates import assemble_batch
@@ -144,7 +145,9 @@ class UnifiedObjective:
             teacher_candidates=bool(cfg.teacher_negatives),
         )
         self.timings["assemble"] += time.perf_counter() - t0
-        cand = torch.from_numpy(batch.cand_ids)
-        logits = table.candidate_logits(x, cand, logit_bias=torch.from_numpy(batch.logit_bias))
-        loss = candidate_loss(logits, torch.from_numpy(batch.targets))
+        dev = emb.device
+        cand = torch.from_numpy(batch.cand_ids).to(dev)
+        bias = torch.from_numpy(batch.logit_bias).to(dev, non_blocking=True)
+        logits = table.candidate_logits(x, cand, logit_bias=bias)
+        loss = candidate_loss(logits, torch.from_numpy(batch.targets).to(dev, non_blocking=True))
         return loss, {"num_candidates": int(cand.shape[0])}

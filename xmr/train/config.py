@@ -73,6 +73,7 @@ class TrainConfig:
     eval_every: int = 1  #: epochs between evaluations on the held-out rows (0 = never)
     checkpoint_every: int = 0  #: steps between checkpoints (0 = end of each epoch only)
     threads: int = 0  #: torch intra-op threads (0 = leave torch's default)
+    device: str = "auto"  #: "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
 
     # ------------------------------------------------------------------ JSON round trip
     def to_dict(self) -> Dict[str, Any]:

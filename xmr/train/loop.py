@@ -98,7 +98,10 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        self.model = XMRModel(self.X.shape[1], self.num_labels, cfg.model)
+        from xmr.train.model import resolve_device
+
+        self.device = resolve_device(cfg.device)
+        self.model = XMRModel(self.X.shape[1], self.num_labels, cfg.model).to(self.device)
         from xmr.models import RowAdagrad
         from xmr.objectives.loss import UnifiedObjective
 
@@ -154,11 +157,11 @@ class Trainer:
         if saved.to_dict() != self.cfg.to_dict():
             raise ValueError(f"cannot resume from {path}: it was written with a different config "
                              "(see its config.json); use a new output folder or the same config")
-        state = load_torch(path / "state.pt")
+        state = load_torch(path / "state.pt", map_location=self.device)
         self.model.load_state_dict(state["model"])
         self.opt_enc.load_state_dict(state["opt_enc"])
         self.opt_tab.load_state_dict(state["opt_tab"])
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())
         self.step, self.epoch, self.batch_in_epoch = (int(v) for v in state["counters"])
         self.history = json.loads((path / "history.json").read_text())
         if self.miner is not None and (path / "miner").exists():
@@ -176,7 +179,7 @@ class Trainer:
         if self.miner is not None:
             t0 = time.perf_counter()
             self.miner.maybe_refresh(self.step, self.model.label_table.weight_numpy)
-            mined = self.miner.mine(emb.detach().numpy(), pos[0], pos[1])
+            mined = self.miner.mine(emb.detach().float().cpu().numpy(), pos[0], pos[1])
             self.time_mining += time.perf_counter() - t0
         loss, _ = self.objective(emb, self.model.label_table, pos, teacher, mined, step=self.step)
         if not torch.isfinite(loss):

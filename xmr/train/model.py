@@ -27,6 +27,16 @@ from xmr.utils.atomic import atomic_dir, load_torch
 FORMAT_VERSION = 1
 
 
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` → the first CUDA device when one is available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but torch sees no CUDA device")
+    return dev
+
+
 class XMRModel(nn.Module):
     """φ(x) from a sparse TF-IDF row, scores s_j(x) = ⟨φ(x), w_j⟩ over the label table."""
 
@@ -51,7 +61,8 @@ class XMRModel(nn.Module):
         if rows is None:
             rows = np.arange(X.shape[0])
         inp, offsets, weights = csr_to_bag(X, rows)
-        return self.encoder(inp, offsets, weights)
+        dev = self.label_table.weight.device
+        return self.encoder(inp.to(dev), offsets.to(dev), weights.to(dev))
 
     @torch.no_grad()
     def predict(self, X: sp.csr_matrix, k: int = 5, batch_size: int = 2048,
@@ -91,7 +102,7 @@ class XMRModel(nn.Module):
 
     @classmethod
     def load(cls, path, expect_num_labels: Optional[int] = None,
-             expect_num_features: Optional[int] = None) -> "XMRModel":
+             expect_num_features: Optional[int] = None, device="cpu") -> "XMRModel":
         path = Path(path)
         cfg_path = path / "config.json"
         if not cfg_path.is_file():
@@ -108,6 +119,7 @@ class XMRModel(nn.Module):
         mcfg = ModelConfig(**meta["model"])
         model = cls(meta["num_features"], meta["num_labels"], mcfg)
         model.load_state_dict(load_torch(path / "weights.pt"))
+        model.to(resolve_device(device))
         model.meta = meta
         model.eval()
         return model

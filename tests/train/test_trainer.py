@@ -1,0 +1,99 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from xmr.eval import evaluate
+from xmr.eval.baselines import popularity
+from xmr.teachers.store import TeacherStore, from_topk
+from xmr.train.config import TrainConfig
+from xmr.train.loop import Trainer
+from xmr.train.model import XMRModel
+
+
+def _cfg(preset, epochs=3, **loss):
+    cfg = TrainConfig(seed=3, eval_every=0)
+    cfg.model.dim = 32
+    cfg.optim.epochs = epochs
+    cfg.optim.batch_size = 64
+    cfg.optim.lr_table = 0.2
+    cfg.optim.lr_encoder = 1e-2
+    cfg.data.valid_fraction = 0.1
+    cfg.loss.preset = preset
+    for k, v in loss.items():
+        setattr(cfg.loss, k, v)
+    cfg.miner.k = 8
+    cfg.miner.num_negatives = 4
+    cfg.miner.refresh_every = 3
+    cfg.miner.factory = "Flat"
+    return cfg
+
+
+def _teacher(X, Y, tmp_path):
+    tr = Trainer(_cfg("softmax", epochs=4), X, Y, progress=False)
+    res = tr.fit()
+    s, i = res.model.predict(X, 10)
+    return TeacherStore.load(from_topk(i, s, Y.shape[1]).save(tmp_path / "store"))
+
+
+@pytest.mark.parametrize("preset", ["softmax", "sampled"])
+def test_training_beats_popularity(planted, preset):
+    X, Y = planted
+    res = Trainer(_cfg(preset, epochs=4, num_random=20), X, Y, progress=False).fit()
+    _, ids = res.model.predict(X, 5)
+    _, pop = popularity(Y, X.shape[0], 5)
+    assert evaluate(Y, ids)["P@1"] > evaluate(Y, pop)["P@1"] + 0.3
+
+
+def test_resume_reaches_the_same_weights(planted, tmp_path):
+    """Interrupt a run, resume it, and compare with an uninterrupted run of the same seed."""
+    X, Y = planted
+    cfg = _cfg("sampled", epochs=2, num_random=16)
+    cfg.checkpoint_every = 4
+    full = Trainer(cfg, X, Y, out_dir=tmp_path / "full", progress=False).fit()
+    part = Trainer(cfg, X, Y, out_dir=tmp_path / "part", progress=False)
+    part.fit(stop_after_steps=6)  # mid-epoch; checkpoint at step 4, steps 5-6 are lost
+    resumed = Trainer(cfg, X, Y, out_dir=tmp_path / "part", progress=False).fit(resume=True)
+    assert resumed.steps == full.steps
+    for (k, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+
+
+def test_resume_refuses_a_different_config(planted, tmp_path):
+    X, Y = planted
+    cfg = _cfg("sampled", epochs=1, num_random=16)
+    cfg.checkpoint_every = 1
+    Trainer(cfg, X, Y, out_dir=tmp_path / "r", progress=False).fit(stop_after_steps=2)
+    cfg2 = _cfg("sampled", epochs=1, num_random=17)
+    cfg2.checkpoint_every = 1
+    with pytest.raises(ValueError, match="cannot resume from .* different config"):
+        Trainer(cfg2, X, Y, out_dir=tmp_path / "r", progress=False).fit(resume=True)
+
+
+def test_saved_model_round_trip(planted, tmp_path):
+    X, Y = planted
+    res = Trainer(_cfg("softmax", epochs=1), X, Y, out_dir=tmp_path / "o", progress=False).fit()
+    meta = json.loads((tmp_path / "o" / "model" / "config.json").read_text())
+    assert meta["format"] == "xmr-model" and meta["train_config"]["loss"]["preset"] == "softmax"
+    back = XMRModel.load(tmp_path / "o" / "model")
+    s1, i1 = res.model.predict(X, 5)
+    s2, i2 = back.predict(X, 5)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_allclose(s1, s2)
+
+
+def test_teacher_presets_need_a_store(planted):
+    X, Y = planted
+    with pytest.raises(ValueError, match="loss preset 'distill' needs a teacher store"):
+        Trainer(_cfg("distill"), X, Y, progress=False)
+
+
+@pytest.mark.parametrize("preset", ["distill", "teacher-negatives", "mined", "double-distill"])
+def test_every_preset_trains(planted, tmp_path, preset):
+    X, Y = planted
+    teacher = _teacher(X, Y, tmp_path)
+    res = Trainer(_cfg(preset, epochs=3, num_random=16), X, Y, teacher=teacher, progress=False).fit()
+    _, ids = res.model.predict(X, 5)
+    _, pop = popularity(Y, X.shape[0], 5)
+    assert evaluate(Y, ids)["P@1"] > evaluate(Y, pop)["P@1"] + 0.2
