@@ -46,10 +46,11 @@ def test_training_beats_popularity(planted, preset):
     assert evaluate(Y, ids)["P@1"] > evaluate(Y, pop)["P@1"] + 0.3
 
 
-def test_resume_reaches_the_same_weights(planted, tmp_path):
+@pytest.mark.parametrize("preset", ["sampled", "mined"])
+def test_resume_reaches_the_same_weights(planted, tmp_path, preset):
     """Interrupt a run, resume it, and compare with an uninterrupted run of the same seed."""
     X, Y = planted
-    cfg = _cfg("sampled", epochs=2, num_random=16)
+    cfg = _cfg(preset, epochs=2, num_random=16)
     cfg.checkpoint_every = 4
     full = Trainer(cfg, X, Y, out_dir=tmp_path / "full", progress=False).fit()
     part = Trainer(cfg, X, Y, out_dir=tmp_path / "part", progress=False)

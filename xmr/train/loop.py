@@ -62,6 +62,26 @@ def evaluate_model(model: XMRModel, X, Y, inv_prop=None, k: int = 5) -> Dict[str
     return evaluate(Y, ids, ks=(1, 3, 5), inv_prop=inv_prop)
 
 
+def _save_miner(miner, path: Path) -> None:
+    """The miner's index, refresh step and sampling RNG state, so a resumed run mines exactly
+    what the uninterrupted one would have (the index is the one built at the last refresh)."""
+    path.mkdir(parents=True, exist_ok=True)
+    miner.index_.save(path / "index")
+    (path / "state.json").write_text(json.dumps({
+        "last_refresh_step": miner.last_refresh_step_,
+        "rng": miner._rng.bit_generator.state,
+    }))
+
+
+def _load_miner(miner, path: Path) -> None:
+    from xmr.negatives.index import LabelIndex
+
+    state = json.loads((path / "state.json").read_text())
+    miner.index_ = LabelIndex.load(path / "index", expect_num_labels=miner.num_labels)
+    miner.last_refresh_step_ = state["last_refresh_step"]
+    miner._rng.bit_generator.state = state["rng"]
+
+
 class Trainer:
     """Trains an :class:`XMRModel` under the unified loss; see the module docstring.
 
@@ -143,8 +163,8 @@ class Trainer:
             torch.save(self._state(), tmp / "state.pt")
             (tmp / "config.json").write_text(self.cfg.to_json())
             (tmp / "history.json").write_text(json.dumps(self.history, indent=2) + "\n")
-            if self.miner is not None and self.miner.index is not None:
-                self.miner.save_state(tmp / "miner")
+            if self.miner is not None and self.miner.index_ is not None:
+                _save_miner(self.miner, tmp / "miner")
         log.info("checkpoint at step %d written to %s", self.step, path)
         return path
 
@@ -165,7 +185,7 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = (int(v) for v in state["counters"])
         self.history = json.loads((path / "history.json").read_text())
         if self.miner is not None and (path / "miner").exists():
-            self.miner.load_state(path / "miner")
+            _load_miner(self.miner, path / "miner")
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch,
                  self.batch_in_epoch)
         return True

@@ -1,0 +1,279 @@
+"""Run the whole double-distillation recipe on one prepared public benchmark.
+
+    python benchmarks/run_public.py NAME [--root DIR] [--out runs/NAME] [--set key=value ...]
+                                         [--skip-teacher]
+
+Stages (each through xmr's own CLI entry point, ``xmr.cli.main.main``):
+
+1. ``xmr train --config benchmarks/configs/NAME/teacher.json`` → ``OUT/teacher/model``: the
+   larger teacher (exact ``softmax``, or ``sampled`` where a full softmax is too slow; see
+   ``benchmarks/configs/README.md``);
+2. ``xmr teacher export --model OUT/teacher/model --split train -k K`` → ``OUT/teacher_store``:
+   the teacher's top-K labels and raw logits on the training set, with K the student's
+   ``loss.teacher_k``;
+3. ``xmr train --config benchmarks/configs/NAME/student.json --set teacher=OUT/teacher_store``
+   → ``OUT/student/model``: the smaller ``double-distill`` student (Menon et al. 2020, §5:
+   the teacher's probabilities as soft targets and its top labels as negatives);
+4. both models are evaluated on the test set — P@k, nDCG@k, PSP@k, PSnDCG@k at k = 1, 3, 5,
+   with the registry's propensity constants (A, B) and, for the LF datasets, the reciprocal
+   ``filter_labels_test.txt`` pairs removed before scoring — and ``OUT/results.json`` is
+   written (atomically).
+
+``--set key=value`` overrides apply to both configs (``--teacher-set`` / ``--student-set`` to
+one of them); ``data.dataset`` and ``data.root`` are always set from NAME and ``--root``.
+``--skip-teacher`` reuses ``OUT/teacher/model`` (and ``OUT/teacher_store`` when it was exported
+with the same K). The dataset must have been prepared with ``xmr data prepare NAME``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+KS = (1, 3, 5)
+
+log = logging.getLogger("run_public")
+
+
+class RecipeError(RuntimeError):
+    """A stage of the recipe failed (the message names the stage and the command)."""
+
+
+def config_paths(name: str) -> dict:
+    """``{"teacher": Path, "student": Path}`` of the configs shipped for dataset ``name``."""
+    from xmr.data.registry import get_dataset
+
+    canon = get_dataset(name).name
+    return {role: CONFIGS / canon / f"{role}.json" for role in ("teacher", "student")}
+
+
+def _xmr(argv: Sequence[str], stage: str) -> str:
+    """Run ``xmr ARGV`` in this process; return what it printed on stdout.
+
+    A non-zero exit status (a user error that ``xmr`` reported on stderr) becomes
+    :class:`RecipeError` naming the stage and the command line.
+    """
+    from xmr.cli.main import main
+
+    buf = io.StringIO()
+    log.info("%s: xmr %s", stage, " ".join(argv))
+    with contextlib.redirect_stdout(buf):
+        rc = main(list(argv))
+    out = buf.getvalue()
+    if out:
+        log.info("%s output:\n%s", stage, out.rstrip())
+    if rc != 0:
+        raise RecipeError(f"{stage} failed (exit status {rc}): xmr {' '.join(argv)}")
+    return out
+
+
+def _train_argv(config: Path, name: str, root: Optional[str], out: Path,
+                overrides: Sequence[str], progress: bool) -> List[str]:
+    argv = ["train", "--config", str(config), "--set", f"data.dataset={name}", "--out", str(out)]
+    if root is not None:
+        argv += ["--set", f"data.root={root}"]
+    for o in overrides:
+        argv += ["--set", o]
+    if not progress:
+        argv.append("--no-progress")
+    return argv
+
+
+def _resolved_config(config: Path, overrides: Sequence[str]):
+    from xmr.train.config import TrainConfig
+
+    return TrainConfig.from_json(config).with_overrides(list(overrides))
+
+
+def _train_summary(stdout: str) -> dict:
+    """The JSON summary ``xmr train`` prints last (train time, samples/s, mining share)."""
+    start = stdout.find("{")
+    try:
+        s = json.loads(stdout[start:]) if start >= 0 else {}
+    except ValueError:
+        return {}
+    return {k: s[k] for k in ("train_seconds", "samples_per_second", "mining_share") if k in s}
+
+
+def evaluate_model(model_dir: Path, ds, inv_prop) -> dict:
+    """Test-set metrics of a saved model at k = 1, 3, 5 (filter pairs removed first).
+
+    The model ranks ``5 + (most filtered pairs of any test row)`` labels, so that after the
+    filter pairs are dropped every row still has a full top-5 list.
+    """
+    import numpy as np
+
+    from xmr.eval import evaluate
+    from xmr.train.model import XMRModel
+
+    model = XMRModel.load(model_dir, expect_num_labels=ds.num_labels,
+                          expect_num_features=ds.num_features)
+    extra = 0
+    fp = ds.filter_pairs
+    if fp is not None and len(fp):
+        extra = int(np.bincount(fp[:, 0], minlength=ds.Y_tst.shape[0]).max())
+    k = min(max(KS) + extra, ds.num_labels)
+    t0 = time.perf_counter()
+    _, ids = model.predict(ds.X_tst, k)
+    predict_s = time.perf_counter() - t0
+    m = evaluate(ds.Y_tst, ids, ks=KS, inv_prop=inv_prop,
+                 filter_pairs=fp if fp is not None and len(fp) else None)
+    m["predict_ms_per_query"] = 1000.0 * predict_s / max(ds.X_tst.shape[0], 1)
+    return m
+
+
+def run(name: str, root: Optional[str] = None, out: Optional[str] = None,
+        overrides: Sequence[str] = (), teacher_overrides: Sequence[str] = (),
+        student_overrides: Sequence[str] = (), skip_teacher: bool = False,
+        progress: bool = True) -> dict:
+    """Run the recipe (see the module docstring); return what was written to results.json."""
+    from benchmarks._common import git_commit, machine_info
+    from xmr.data.prepare import NotPreparedError, dataset_dir, is_prepared
+    from xmr.data.registry import get_dataset
+    from xmr.eval.propensity import inverse_propensity
+    from xmr.utils.atomic import atomic_open
+
+    info = get_dataset(name)
+    name = info.name
+    if not is_prepared(name, root):
+        folder = dataset_dir(name, root)
+        root_arg = f" --root {folder.parent}" if root is not None else ""
+        raise NotPreparedError(f"{name} is not prepared in {folder}; run "
+                               f"`xmr data prepare {name}{root_arg}` first")
+    if root is not None:
+        root = str(Path(root).resolve())
+    out_dir = Path(out if out is not None else f"runs/{name}").resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfgs = config_paths(name)
+    t_over = [*overrides, *teacher_overrides]
+    store = out_dir / "teacher_store"
+    s_over = [*overrides, *student_overrides, f"teacher={store}"]
+    t_cfg = _resolved_config(cfgs["teacher"], t_over)
+    s_cfg = _resolved_config(cfgs["student"], s_over)
+    teacher_k = s_cfg.loss.resolved().teacher_k
+    stages = {}
+
+    # 1. teacher
+    t_model = out_dir / "teacher" / "model"
+    if skip_teacher:
+        if not (t_model / "config.json").is_file():
+            raise RecipeError(f"--skip-teacher: no trained teacher in {t_model}; run without "
+                              "--skip-teacher first")
+        stages["teacher_train"] = {"skipped": True}
+    else:
+        t0 = time.perf_counter()
+        stdout = _xmr(_train_argv(cfgs["teacher"], name, root, out_dir / "teacher", t_over,
+                                  progress), "teacher training")
+        stages["teacher_train"] = {"wall_s": time.perf_counter() - t0, **_train_summary(stdout)}
+
+    # 2. teacher top-K on the training set
+    reuse = False
+    if skip_teacher and (store / "meta.json").is_file():
+        reuse = json.loads((store / "meta.json").read_text()).get("k") == teacher_k
+    if reuse:
+        stages["teacher_export"] = {"skipped": True}
+    else:
+        t0 = time.perf_counter()
+        argv = ["teacher", "export", "--model", str(t_model), "--dataset", name, "--split",
+                "train", "-k", str(teacher_k), "--out", str(store)]
+        if root is not None:
+            argv += ["--root", root]
+        _xmr(argv, "teacher export")
+        stages["teacher_export"] = {"wall_s": time.perf_counter() - t0, "k": teacher_k}
+
+    # 3. student
+    t0 = time.perf_counter()
+    stdout = _xmr(_train_argv(cfgs["student"], name, root, out_dir / "student", s_over,
+                              progress), "student training")
+    stages["student_train"] = {"wall_s": time.perf_counter() - t0, **_train_summary(stdout)}
+
+    # 4. test-set evaluation of both
+    from xmr.data.loaders import load_dataset
+
+    ds = load_dataset(name, root)
+    inv = inverse_propensity(ds.Y_trn, A=ds.prop_a, B=ds.prop_b)
+    n_filter = 0 if ds.filter_pairs is None else int(len(ds.filter_pairs))
+    test = {"teacher": evaluate_model(t_model, ds, inv),
+            "student": evaluate_model(out_dir / "student" / "model", ds, inv)}
+
+    results = {
+        "dataset": name,
+        "kind": info.kind,
+        "propensity": {"A": info.prop_a, "B": info.prop_b},
+        "filter_pairs_removed": n_filter,
+        "stats": ds.info.get("stats", {}),
+        "configs": {"teacher": str(cfgs["teacher"]), "student": str(cfgs["student"])},
+        "overrides": {"teacher": t_over, "student": s_over},
+        "resolved_configs": {"teacher": t_cfg.to_dict(), "student": s_cfg.to_dict()},
+        "teacher_store": str(store),
+        "stages": stages,
+        "test": test,
+        "machine": machine_info(),
+        "commit": git_commit(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    with atomic_open(out_dir / "results.json", "w") as f:
+        json.dump(results, f, indent=2)
+        f.write("\n")
+    return results
+
+
+def _summary_line(results: dict) -> str:
+    rows = []
+    for role in ("teacher", "student"):
+        m = results["test"][role]
+        rows.append(f"{role:<8} " + "  ".join(f"{k}={m[k]:.4f}" for k in
+                                              ("P@1", "P@3", "P@5", "PSP@1", "PSP@3", "PSP@5")))
+    return "\n".join(rows)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from xmr.data.registry import dataset_names
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="datasets: " + ", ".join(
+                                     n for n in dataset_names() if n != "debian-deps"))
+    ap.add_argument("name", help="registry name of a prepared dataset")
+    ap.add_argument("--root", default=None, help="data root ($XMR_DATA or ~/xmr_data)")
+    ap.add_argument("--out", default=None, help="output folder (default: runs/NAME)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[],
+                    metavar="KEY=VALUE", help="override in both configs (repeatable)")
+    ap.add_argument("--teacher-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override in the teacher's config only")
+    ap.add_argument("--student-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override in the student's config only")
+    ap.add_argument("--skip-teacher", action="store_true",
+                    help="reuse OUT/teacher/model instead of training the teacher")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log each stage's command")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    from xmr.errors import XMRError
+
+    try:
+        res = run(args.name, root=args.root, out=args.out, overrides=args.overrides,
+                  teacher_overrides=args.teacher_set, student_overrides=args.student_set,
+                  skip_teacher=args.skip_teacher, progress=not args.no_progress)
+    except (XMRError, RecipeError, ValueError) as exc:
+        print(f"run_public: error: {exc}", file=sys.stderr)
+        return 1
+    print(_summary_line(res))
+    out = Path(args.out if args.out is not None else f"runs/{res['dataset']}")
+    print(f"wrote {out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
