@@ -18,6 +18,7 @@ parts are on. The gradient w.r.t. s'_j is softmax_A(s')_j − a_j and is zero on
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Optional, Tuple
 
@@ -28,6 +29,7 @@ from xmr.objectives.config import LossConfig
 from xmr.objectives.targets import soft_targets, truncate_rows
 
 Csr = Tuple[np.ndarray, np.ndarray]
+log = logging.getLogger(__name__)
 
 
 def candidate_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -91,6 +93,13 @@ class UnifiedObjective:
 
             self.sampler = make_sampler(self.cfg.proposal, self.num_labels, counts=label_counts,
                                         beta=self.cfg.proposal_beta)
+            self.num_random = self.cfg.num_random
+            if self.cfg.unique_sampling and self.num_random > self.sampler.support_size():
+                # e.g. a unigram proposal over a small training set: fewer labels have q > 0
+                log.warning("loss.num_random=%d exceeds the %d labels the %s proposal can draw "
+                            "without replacement; drawing %d", self.num_random,
+                            self.sampler.support_size(), self.cfg.proposal, self.sampler.support_size())
+                self.num_random = self.sampler.support_size()
         self.timings = {"assemble": 0.0, "sample": 0.0}
 
     def __call__(
@@ -131,7 +140,7 @@ class UnifiedObjective:
         if self.sampler is not None:
             t0 = time.perf_counter()
             rng = np.random.default_rng([self.seed, int(step)])
-            sampled = self.sampler.sample(cfg.num_random, rng, unique=cfg.unique_sampling)
+            sampled = self.sampler.sample(self.num_random, rng, unique=cfg.unique_sampling)
             self.timings["sample"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         batch = assemble_batch(
