@@ -146,11 +146,39 @@ def run_demo(settings: DemoSettings, workdir: Optional[Path] = None, progress: b
     for name, ref in REFERENCES.items():
         rows.append(_row(name, ref, None, None))
     return {
+        "name": "demo",
+        "machine": _machine(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "dataset": stats,
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(settings).items()},
         "rows": rows,
         "total_seconds": time.perf_counter() - t_all,
     }
+
+
+def _machine() -> Dict:
+    import os
+    import platform
+    import subprocess
+
+    import torch
+
+    import xmr
+
+    info = {"platform": platform.platform(), "python": platform.python_version(),
+            "cpu_count": os.cpu_count(), "torch_version": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "xmr_version": xmr.__version__}
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu_model"] = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        info["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                        cwd=Path(__file__).resolve().parent, timeout=5).stdout.strip() or None
+    except Exception:
+        info["commit"] = None
+    return info
 
 
 def format_table(result: Dict) -> str:

@@ -67,19 +67,14 @@ def _save_miner(miner, path: Path) -> None:
     what the uninterrupted one would have (the index is the one built at the last refresh)."""
     path.mkdir(parents=True, exist_ok=True)
     miner.index_.save(path / "index")
-    (path / "state.json").write_text(json.dumps({
-        "last_refresh_step": miner.last_refresh_step_,
-        "rng": miner._rng.bit_generator.state,
-    }))
+    (path / "state.json").write_text(json.dumps(miner.state_dict()))
 
 
 def _load_miner(miner, path: Path) -> None:
     from xmr.negatives.index import LabelIndex
 
-    state = json.loads((path / "state.json").read_text())
     miner.index_ = LabelIndex.load(path / "index", expect_num_labels=miner.num_labels)
-    miner.last_refresh_step_ = state["last_refresh_step"]
-    miner._rng.bit_generator.state = state["rng"]
+    miner.load_state_dict(json.loads((path / "state.json").read_text()))
 
 
 class Trainer:

@@ -1,0 +1,165 @@
+"""`xmr index build|search`: build a FAISS label index from embeddings or a model, and query it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+NAME = "index"
+HELP = "build or search a FAISS label index (top-k labels by inner product)"
+DESCRIPTION = """\
+Build a FAISS index over label embeddings and search it.
+
+  xmr index build --embeddings labels.npy --out idx/ --factory HNSW32 --set efSearch=256
+  xmr index build --model runs/model/ --out idx/ --factory 'IVF{nlist},Flat' --set nprobe=64
+  xmr index search --index idx/ --queries q.npy -k 10 --out top10.npz
+
+--embeddings is a float .npy of shape [L, d] (row j = label j); --model is a saved xmr model
+folder whose weights.pt holds the label table under the key 'label_table.weight'. Factory
+strings: Flat, IVF{nlist},Flat ({nlist} = about 4*sqrt(L) unless --set nlist=N), HNSW32,
+IVF{nlist},PQ16, ... --set takes build parameters (nlist, efConstruction) and search parameters
+(nprobe, efSearch, ...), which are saved with the index; `search --set` overrides the latter.
+"""
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION")
+    b = sub.add_parser("build", help="build an index and save it as a folder")
+    src = b.add_mutually_exclusive_group(required=True)
+    src.add_argument("--embeddings", type=Path, metavar="FILE.npy",
+                     help="label embeddings, float array [L, d]")
+    src.add_argument("--model", type=Path, metavar="MODEL_DIR",
+                     help="a saved model folder (weights.pt, key label_table.weight)")
+    b.add_argument("--out", type=Path, required=True, metavar="DIR", help="index folder to write")
+    b.add_argument("--factory", default="HNSW32", help="FAISS factory string (default HNSW32)")
+    b.add_argument("--metric", default="ip", choices=["ip", "l2"], help="default ip")
+    b.add_argument("--shards", type=int, default=1, help="label-range shards (default 1)")
+    b.add_argument("--gpu", default="auto", choices=["auto", "yes", "no"],
+                   help="use a GPU when FAISS sees one (default auto)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="params",
+                   help="index parameter, repeatable (nlist, efConstruction, nprobe, "
+                        "efSearch, ...)")
+
+    s = sub.add_parser("search", help="top-k labels for query embeddings")
+    s.add_argument("--index", type=Path, required=True, metavar="DIR")
+    s.add_argument("--queries", type=Path, required=True, metavar="FILE.npy",
+                   help="query embeddings, float array [n, d]")
+    s.add_argument("-k", type=int, default=10, help="labels per query (default 10)")
+    s.add_argument("--out", type=Path, metavar="FILE.npz",
+                   help="write ids (i64[n,k], -1 padded) and scores (f32[n,k]) here")
+    s.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="params",
+                   help="search parameter override, repeatable (nprobe, efSearch, ...)")
+    parser.set_defaults(func=run)
+
+
+def _parse_params(items) -> dict:
+    from xmr.errors import XMRError
+
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise XMRError(f"--set: expected NAME=VALUE, got {item!r}")
+        for conv in (int, float):
+            try:
+                out[name.strip()] = conv(value)
+                break
+            except ValueError:
+                continue
+        else:
+            out[name.strip()] = value
+    return out
+
+
+def _load_matrix(path: Path, what: str):
+    import numpy as np
+
+    from xmr.errors import FormatError
+
+    if not path.is_file():
+        raise FormatError(path, None, f"a .npy file of {what}", "no such file")
+    try:
+        a = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise FormatError(path, None, f"a .npy file of {what}", f"unreadable ({exc})") from None
+    if not isinstance(a, np.ndarray) or a.ndim != 2 or not np.issubdtype(a.dtype, np.floating):
+        shape = getattr(a, "shape", "?")
+        dtype = getattr(a, "dtype", type(a).__name__)
+        raise FormatError(path, None, f"a 2-D float array of {what}",
+                          f"shape {shape} dtype {dtype}")
+    return a
+
+
+def load_label_table(model_dir: Path):
+    """The label table ``f32[L, d]`` of a saved model (``weights.pt``, ``label_table.weight``)."""
+    from xmr.errors import FormatError
+    from xmr.utils.atomic import load_torch
+
+    path = Path(model_dir) / "weights.pt"
+    if not path.is_file():
+        raise FormatError(path, None, "the weights.pt of a saved xmr model", "no such file")
+    state = load_torch(path)
+    key = "label_table.weight"
+    if not isinstance(state, dict) or key not in state:
+        keys = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
+        raise FormatError(path, None, f"a state dict with key {key!r}", f"keys {keys}")
+    w = state[key]
+    if w.ndim != 2:
+        raise FormatError(path, None, f"{key} of shape [L, d]", f"shape {tuple(w.shape)}")
+    return w.detach().float().cpu().numpy()
+
+
+def run(args) -> int:
+    import time
+
+    import numpy as np
+
+    from xmr.errors import XMRError
+    from xmr.negatives.index import LabelIndex
+    from xmr.utils.atomic import atomic_open
+
+    action = getattr(args, "action", None)
+    if action not in ("build", "search"):
+        raise XMRError("expected an action, build or search (see `xmr index --help`)")
+    params = _parse_params(args.params)
+    if action == "build":
+        emb = (_load_matrix(args.embeddings, "label embeddings [L, d]") if args.embeddings
+               else load_label_table(args.model))
+        t0 = time.perf_counter()
+        try:
+            index = LabelIndex.build(emb, factory=args.factory, metric=args.metric,
+                                     shards=args.shards, seed=args.seed,
+                                     use_gpu={"auto": "auto", "yes": True, "no": False}[args.gpu],
+                                     **params)
+        except (ValueError, TypeError) as exc:
+            raise XMRError(str(exc)) from None
+        dt = time.perf_counter() - t0
+        index.save(args.out)
+        print(f"built {index.factory} index over {index.num_labels} labels of dim {index.dim} "
+              f"({len(index.shards_)} shard(s)) in {dt:.2f}s; search params "
+              f"{index.search_params}; saved to {args.out}")
+        return 0
+    else:  # search
+        Q = _load_matrix(args.queries, "query embeddings [n, d]")
+        index = LabelIndex.load(args.index, expect_dim=Q.shape[1])
+        try:
+            if params:
+                index.set_params(**params)
+            t0 = time.perf_counter()
+            scores, ids = index.search(Q, args.k)
+        except (ValueError, TypeError) as exc:
+            raise XMRError(str(exc)) from None
+        dt = time.perf_counter() - t0
+        if args.out:
+            with atomic_open(args.out, "wb") as f:
+                np.savez(f, ids=ids, scores=scores)
+        padded = int((ids < 0).sum())
+        print(f"searched {Q.shape[0]} queries, k={args.k}, in {dt:.3f}s "
+              f"({Q.shape[0] / max(dt, 1e-9):.0f} queries/s); {padded} padded results"
+              + (f"; wrote {args.out}" if args.out else ""))
+        if not args.out:
+            for r in range(min(3, Q.shape[0])):
+                print(f"  query {r}: " + " ".join(f"{i}:{s:.4g}" for i, s in
+                                                  zip(ids[r], scores[r]) if i >= 0))
+        return 0
