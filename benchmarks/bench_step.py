@@ -1,0 +1,356 @@
+"""Training-step throughput and peak memory as the label count L grows (DESIGN.md §10).
+
+For L ∈ {10k, 100k, 1M} on CPU, one full training step — dense input x ∈ R^{d_in} through a
+:class:`~xmr.models.DenseEncoder` (d_in → hidden → d = 256), batch B = 256, the library's
+:class:`~xmr.objectives.loss.UnifiedObjective`, Adam on the encoder, :class:`~xmr.models.RowAdagrad`
+on the label table — is timed for four presets of the loss family (DESIGN.md §5):
+
+* ``softmax``: the exact sharded softmax over all L labels (|A| = L, dense table gradient);
+* ``sampled``: positives + 2048 random negatives (log-uniform proposal, logQ-corrected);
+* ``mined``: positives + FAISS-mined hard negatives + 512 random ones. The miner's index is
+  rebuilt every ``refresh_every`` steps; the step time includes the search and the rebuild
+  time divided by ``refresh_every`` (the rebuild is timed once per configuration);
+* ``double-distill``: positives + the teacher's top-K (soft targets and negatives) + mined +
+  random negatives. The teacher is the generator's **Bayes top-K** (K = 20, logits log p*):
+  the ideal teacher; its cost in a real run is reading a memory-mapped store, not included.
+
+Data: :class:`~xmr.data.synthetic.SyntheticXMC` (dense x, labels drawn from p*, 2 per point;
+random negatives are log-uniform since the generator's ids are sorted by popularity). A pool of
+a few batches is generated once per L in this process and cycled through.
+
+Each (preset, L) runs in a **fresh subprocess**, so that its peak memory is its own: the peak is
+the growth of ``VmHWM`` (/proc/self/status) over its value after the model, optimizers and data
+were allocated. Where the time goes — encoder (forward + backward), candidate assembly (+
+sampling), mining (search + amortised refresh), logits + loss forward/backward, optimizer — is
+read per step; the step reported is the fastest of the timed steps (best-of-N: the machine is
+shared) with its own breakdown, and the median is recorded too.
+
+**FLOP floor.** A step costs at least 6·B·d·|A| FLOP in the output layer (forward logits,
+∂W, ∂φ) plus 6·B·Σ(in·out) in the encoder's linear layers. In the same process, the three
+matmuls of each layer are timed at the step's own shapes ([B,d]·[d,|A|], [|A|,B]·[B,d],
+[B,|A|]·[|A|,d], and likewise for the encoder); their sum is the floor time, and
+``x_floor`` = step time / floor time (1.0 would be a step that is nothing but its matmuls).
+Note the exact softmax recomputes the logits in backward (8·B·d·L FLOP done), so its ratio
+cannot go below ≈ 1.33.
+
+Usage::
+
+    python benchmarks/bench_step.py                       # L = 10k, 100k, 1M (≈ 10 min)
+    python benchmarks/bench_step.py --labels 10000,100000
+    python benchmarks/bench_step.py --tiny                # seconds (smoke test; temp output)
+
+Writes ``benchmarks/results/bench_step.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import RESULTS, write_result  # noqa: E402
+
+PRESETS = ("softmax", "sampled", "mined", "double-distill")
+COMPONENTS = ("encoder", "assembly", "mining", "logits_loss", "optimizer")
+
+
+def _vmhwm_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+# ------------------------------------------------------------------------------------ data
+def make_data(L: int, cfg: dict, path: Path) -> float:
+    """A pool of ``cfg['pool_batches']`` batches for L labels, saved to ``path`` (npz).
+
+    X f32[n, d_in]; positives (2 per row, drawn from p*) as CSR; the Bayes top-K teacher as CSR
+    with logits log p*. Returns the generation time (s).
+    """
+    from xmr.data.synthetic import SyntheticXMC
+
+    t0 = time.perf_counter()
+    gen = SyntheticXMC(L, cfg["in_dim"], rank=16, seed=0)
+    n = cfg["batch"] * cfg["pool_batches"]
+    X = gen.sample_x(n, seed=1)
+    pos = gen.sample_labels(X, seed=1, labels_per_point=cfg["labels_per_point"])  # i64[n, m]
+    probs, tids = gen.bayes_topk(X, cfg["teacher_k"])  # [n, K]
+    np.savez(path, X=X, pos=pos, t_ids=tids,
+             t_logits=np.log(np.maximum(probs, 1e-30)).astype(np.float32))
+    return time.perf_counter() - t0
+
+
+def _rows_csr(M: np.ndarray, rows: slice):
+    """Rows of a dense id matrix ``[n, m]`` as CSR ``(indptr i64[B+1], ids i64[B*m])``."""
+    sub = M[rows]
+    B, m = sub.shape
+    return np.arange(0, B * m + 1, m, dtype=np.int64), sub.reshape(-1).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------- worker
+def _worker(cfg: dict) -> dict:
+    """One (preset, L) configuration in this fresh process; returns its figures."""
+    import torch
+
+    from xmr.models import DenseEncoder, RowAdagrad, ShardedLabelTable
+    from xmr.negatives.index import default_nlist
+    from xmr.negatives.miner import HardNegativeMiner
+    from xmr.objectives.config import LossConfig
+    from xmr.objectives.loss import UnifiedObjective
+
+    torch.manual_seed(0)
+    if cfg.get("threads"):  # a fresh process: nothing to restore
+        torch.set_num_threads(cfg["threads"])
+        if cfg["preset"] in ("mined", "double-distill"):
+            from xmr.utils.optional import faiss
+
+            faiss().omp_set_num_threads(cfg["threads"])
+    pc = time.perf_counter
+    L, d, B, d_in = cfg["labels"], cfg["dim"], cfg["batch"], cfg["in_dim"]
+    preset = cfg["preset"]
+    z = np.load(cfg["data"])
+    X, P, TI, TL = z["X"], z["pos"], z["t_ids"], z["t_logits"]
+    nb = X.shape[0] // B
+    batches = []
+    for b in range(nb):
+        rows = slice(b * B, (b + 1) * B)
+        t_ptr, t_ids = _rows_csr(TI, rows)
+        batches.append((torch.from_numpy(X[rows]), _rows_csr(P, rows),
+                        (t_ptr, t_ids, TL[rows].reshape(-1))))
+
+    enc = DenseEncoder(d_in, d, hidden=tuple(cfg["hidden"]))
+    table = ShardedLabelTable(L, d)
+    opt_enc = torch.optim.Adam(enc.parameters(), lr=1e-3)
+    opt_tab = RowAdagrad(table.parameters(), lr=0.05)
+    loss_cfg = LossConfig(preset=preset, proposal="log-uniform")
+    objective = UnifiedObjective(loss_cfg, L, seed=0)
+    rc = objective.cfg
+    miner = None
+    if rc.mined and not rc.all_labels:
+        nlist = min(cfg["nlist_max"], default_nlist(L))
+        miner = HardNegativeMiner(L, k=cfg["miner_k"], refresh_every=cfg["refresh_every"],
+                                  num_negatives=cfg["miner_negatives"], factory="IVF{nlist},Flat",
+                                  use_gpu=False, seed=0,
+                                  index_params=dict(nlist=nlist, nprobe=min(nlist, cfg["nprobe"]),
+                                                    train_points_per_list=cfg["train_per_list"]))
+    # Load what the first step would load (FAISS, the Numba kernels from their cache) before
+    # the baseline, so that the peak is the step's own memory, not the libraries'.
+    if miner is not None:
+        from xmr.utils.optional import faiss
+
+        faiss()
+    with torch.no_grad():
+        x0, pos0, t0_ = batches[0]
+        objective(enc(x0[:2]), table, (pos0[0][:3], pos0[1][:pos0[0][2]]),
+                  (t0_[0][:3], t0_[1][:t0_[0][2]], t0_[2][:t0_[0][2]]), None, step=0)
+    base = _vmhwm_bytes()
+
+    refresh_s = 0.0
+    if miner is not None:  # the first build, timed: amortised over refresh_every steps below
+        t0 = pc()
+        miner.maybe_refresh(0, table.weight_numpy)
+        refresh_s = pc() - t0
+
+    n_cand = []
+
+    def step(t: int) -> dict:
+        x, pos, teacher = batches[t % nb]
+        tm = {}
+        t0 = pc()
+        emb = enc(x)  # [B, d]
+        t1 = pc()
+        mined = None
+        if miner is not None:
+            mined = miner.mine(emb.detach().numpy(), pos[0], pos[1])
+        t2 = pc()
+        e = emb.detach().requires_grad_()  # split the backward: loss part, then encoder part
+        a0 = sum(objective.timings.values())
+        loss, info = objective(e, table, pos, teacher, mined, step=t)
+        t3 = pc()
+        tm["assembly"] = sum(objective.timings.values()) - a0
+        opt_enc.zero_grad(set_to_none=True)
+        opt_tab.zero_grad(set_to_none=True)
+        loss.backward()
+        t4 = pc()
+        emb.backward(e.grad)
+        t5 = pc()
+        opt_enc.step()
+        opt_tab.step()
+        t6 = pc()
+        if not math.isfinite(float(loss)):
+            raise FloatingPointError(f"non-finite loss at step {t}")
+        tm["encoder"] = (t1 - t0) + (t5 - t4)
+        tm["mining"] = t2 - t1
+        tm["logits_loss"] = (t3 - t2 - tm["assembly"]) + (t4 - t3)
+        tm["optimizer"] = t6 - t5
+        n_cand.append(info["num_candidates"])
+        return tm
+
+    slow = preset == "softmax" and L >= 500_000
+    warm = cfg["warmup"] if not slow else 1
+    timed = cfg["steps"] if not slow else cfg["steps_slow"]
+    for t in range(warm):
+        step(t)
+    steps = [step(warm + t) for t in range(timed)]
+    peak = max(0, _vmhwm_bytes() - base)
+    if miner is not None:
+        assert miner.stats()["refreshes"] == 1, "timed steps must not rebuild the index"
+        for s in steps:
+            s["mining"] += refresh_s / cfg["refresh_every"]
+    totals = [sum(s.values()) for s in steps]
+    best = int(np.argmin(totals))
+    out = {"steps_timed": timed, "step_s": totals[best], "step_median_s": float(np.median(totals)),
+           "breakdown_s": steps[best], "peak_extra_bytes": peak}
+    out["samples_per_s"] = B / out["step_s"]
+    out["num_candidates"] = float(np.mean(n_cand))
+    if miner is not None:
+        st = miner.stats()
+        out.update(refresh_s=refresh_s, refresh_every=cfg["refresh_every"],
+                   index_factory=miner.index_.shards_[0].factory,
+                   search_s_per_step=st["search_time_s"] / max(st["searches"], 1))
+
+    # FLOP floor: the step's own matmul shapes, timed here (after the peak was read)
+    A = L if rc.all_labels else int(round(out["num_candidates"]))
+    layers = [(m.in_features, m.out_features) for m in enc.modules() if isinstance(m, torch.nn.Linear)]
+    flop_out = 6.0 * B * d * A
+    flop_enc = 6.0 * B * sum(i * o for i, o in layers)
+
+    def mm_time(rows, inner, cols, repeat):
+        a, b = torch.randn(rows, inner), torch.randn(inner, cols)
+        best_t = float("inf")
+        a @ b
+        for _ in range(repeat):
+            t0 = pc()
+            a @ b
+            best_t = min(best_t, pc() - t0)
+        return best_t
+
+    rep = 2 if A >= 500_000 else 5
+    floor_out = mm_time(B, d, A, rep) + mm_time(A, B, d, rep) + mm_time(B, A, d, rep)
+    floor_enc = sum(mm_time(B, i, o, 5) + mm_time(o, B, i, 5) + mm_time(B, o, i, 5)
+                    for i, o in layers)
+    floor = floor_out + floor_enc
+    out.update(candidates_A=A, flop_output=flop_out, flop_encoder=flop_enc,
+               floor_s=floor, x_floor=out["step_s"] / floor,
+               matmul_gflops=(flop_out + flop_enc) / floor / 1e9,
+               achieved_gflops=(flop_out + flop_enc) / out["step_s"] / 1e9)
+    return out
+
+
+def _run_configs(cfgs: list) -> list:
+    """Run configurations one after another in one fresh subprocess; their figures."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(cfgs)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        names = ", ".join(f"{c['preset']} L={c['labels']}" for c in cfgs)
+        raise RuntimeError(f"worker ({names}) failed:\n{proc.stderr[-3000:]}")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    wall = round(time.perf_counter() - t0, 2)
+    return [{"preset": c["preset"], "labels": c["labels"], **r, "process_wall_s": wall}
+            for c, r in zip(cfgs, res)]
+
+
+def _fmt(r: dict) -> str:
+    b = r["breakdown_s"]
+    parts = " ".join(f"{k}={b[k] * 1e3:.1f}" for k in COMPONENTS)
+    return (f"L={r['labels']:>9,} {r['preset']:<15} |A|={r['candidates_A']:>9,} "
+            f"step {r['step_s'] * 1e3:9.1f} ms  {r['samples_per_s']:8.0f} samples/s  "
+            f"{r['x_floor']:6.2f}x floor  peak +{r['peak_extra_bytes'] / 2**20:6.0f} MiB  [{parts} ms]")
+
+
+def _summary(rows) -> dict:
+    by = {(r["preset"], r["labels"]): r for r in rows}
+    Ls = sorted({r["labels"] for r in rows})
+    s = {}
+    for p in PRESETS:
+        got = [by[(p, L)] for L in Ls if (p, L) in by]
+        if not got:
+            continue
+        s[p] = {
+            "samples_per_s": {str(r["labels"]): r["samples_per_s"] for r in got},
+            "x_floor": {str(r["labels"]): r["x_floor"] for r in got},
+            "peak_extra_mib": {str(r["labels"]): r["peak_extra_bytes"] / 2**20 for r in got},
+            "time_share": {str(r["labels"]): {k: v / r["step_s"] for k, v in r["breakdown_s"].items()}
+                           for r in got},
+        }
+        if len(got) > 1:
+            s[p]["step_time_ratio_Lmax_vs_Lmin"] = got[-1]["step_s"] / got[0]["step_s"]
+    Lmax = Ls[-1]
+    for p in PRESETS[1:]:
+        if ("softmax", Lmax) in by and (p, Lmax) in by:
+            s.setdefault("speedup_vs_softmax_at_Lmax", {})[p] = \
+                by[("softmax", Lmax)]["step_s"] / by[(p, Lmax)]["step_s"]
+    return s
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--labels", default="10000,100000,1000000", help="comma-separated L values")
+    ap.add_argument("--presets", default=",".join(PRESETS))
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads per worker (default 1: on the shared 2-core machine, "
+                         "2-thread OpenMP barriers stall whenever a thread is descheduled)")
+    ap.add_argument("--tiny", action="store_true", help="tiny sizes, seconds (smoke test)")
+    ap.add_argument("--out", default=None, help="results file (default benchmarks/results/bench_step.json)")
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps([_worker(c) for c in json.loads(args.worker)]))
+        return 0
+
+    cfg = dict(dim=256, batch=256, in_dim=128, hidden=[512], labels_per_point=2, teacher_k=20,
+               pool_batches=4, warmup=2, steps=6, steps_slow=2, miner_k=32, miner_negatives=16,
+               refresh_every=100, nlist_max=1024, nprobe=16, train_per_list=32,
+               threads=args.threads)
+    labels = [int(v) for v in args.labels.split(",")]
+    if args.tiny:
+        cfg.update(dim=32, batch=32, in_dim=16, hidden=[32], pool_batches=2, warmup=1, steps=2,
+                   nlist_max=32, nprobe=4, train_per_list=39, threads=args.threads)
+        labels = [5000]
+        if args.out is None:
+            args.out = str(Path(tempfile.mkdtemp()) / "bench_step_tiny.json")
+    presets = args.presets.split(",")
+    for p in presets:
+        if p not in PRESETS:
+            raise SystemExit(f"--presets: expected names from {list(PRESETS)}, got {p!r}")
+
+    rows, gen_s = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for L in labels:
+            data = Path(tmp) / f"data_{L}.npz"
+            gen_s[str(L)] = make_data(L, cfg, data)
+            cfgs = [{**cfg, "preset": p, "labels": L, "data": str(data)} for p in presets]
+            # one fresh process per configuration (its own peak memory); --tiny: one for all,
+            # to keep the smoke test fast (its peaks are then high-water marks of the sequence)
+            for group in ([cfgs] if args.tiny else [[c] for c in cfgs]):
+                for r in _run_configs(group):
+                    rows.append(r)
+                    print(_fmt(r), flush=True)
+    summary = _summary(rows)
+    config = {**cfg, "labels": labels, "presets": presets, "tiny": args.tiny,
+              "loss": "LossConfig(preset, proposal='log-uniform'); other fields from the preset",
+              "index": "IVF{nlist},Flat, nlist = min(nlist_max, 4*sqrt(L)), k-means on "
+                       "train_per_list*nlist points, nprobe as given; FAISS CPU",
+              "teacher": "generator's Bayes top-K (K = teacher_k), logits = log p*",
+              "data_generation_s": gen_s}
+    path = write_result("bench_step", config, {"rows": rows, "summary": summary},
+                        path=args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
