@@ -1,0 +1,236 @@
+"""Exact full softmax with soft targets over a sharded label table, without a B × L matrix.
+
+For embeddings φ_i ∈ R^d, a label table W ∈ R^{L×d} (optional bias b) and sparse targets t_i (a
+distribution over labels: uniform over the positives, or a teacher's), the loss of row i is
+
+    s_ij   = ⟨φ_i, w_j⟩ + b_j
+    loss_i = logsumexp_j s_ij − Σ_j t_ij s_ij                 (Σ_j t_ij = 1)
+
+i.e. the cross-entropy of softmax(s_i) against t_i (DESIGN.md §4.1 and §5 with A = all labels;
+the soft-target form is the distillation risk of Menon et al. 2020, §3). Its gradient is
+∂loss_i/∂s_ij = softmax(s_i)_j − t_ij.
+
+:class:`ExactSoftmaxFunction` computes it chunk by chunk over the label range of this process
+(shards are visited one after another, chunks never straddle a shard boundary):
+
+* forward keeps only a running log-sum-exp per row (running max, then the sum of exp(s − max),
+  rescaled when the max grows; fp32 even for bf16 weights) and the target term, read off the
+  chunk's logits at the target positions; across ranks the maxima are combined with
+  all-reduce(max) and the sums and target terms with all-reduce(sum);
+* backward recomputes each chunk's logits and forms G = g ⊙ (softmax − t) for that chunk only;
+  dW_chunk = Gᵀφ, dφ += G W_chunk, db_chunk = Σ_rows G.
+
+Peak extra memory is O(N × chunk) (N rows, all ranks' rows in a distributed run), never O(N × L),
+plus an optional cache: forward may keep exp(z − m_c) of its first chunks (m_c the running max
+when the chunk was seen, so exp(z − m_c)·exp(m_c − lse) = softmax) up to ``cache_bytes``, and
+backward then skips recomputing them — 3 instead of 4 matmul passes over W for the chunks kept.
+:func:`exact_softmax_reference` is the dense reference used by the tests.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+
+
+def exact_softmax_reference(emb: torch.Tensor, W: torch.Tensor, bias: Optional[torch.Tensor],
+                            targets_dense: torch.Tensor) -> torch.Tensor:
+    """Dense reference: per-row loss ``[B]`` = logsumexp(φWᵀ + b) − ⟨t, φWᵀ + b⟩.
+
+    emb [B, d], W [L, d], bias [L] or None, targets_dense [B, L] (rows sum to 1). Materialises
+    the B × L logits: for tests and small sizes only. Works in the inputs' dtype (use float64 for
+    a tight reference).
+    """
+    logits = emb @ W.T
+    if bias is not None:
+        logits = logits + bias
+    return torch.logsumexp(logits, dim=1) - (targets_dense * logits).sum(dim=1)
+
+
+def chunk_bounds(shard_bounds: Sequence[Tuple[int, int]], chunk_size: int) -> List[Tuple[int, int]]:
+    """Split each shard ``[a, b)`` into chunks of at most ``chunk_size`` labels (local offsets)."""
+    out = []
+    for a, b in shard_bounds:
+        for c in range(a, b, chunk_size):
+            out.append((c, min(c + chunk_size, b)))
+    return out
+
+
+def _chunk_logits(E: torch.Tensor, W: torch.Tensor, bias: Optional[torch.Tensor],
+                  c0: int, c1: int) -> torch.Tensor:
+    """fp32 logits ``[N, c1 − c0]`` of one chunk (matmul in the weights' dtype)."""
+    z = E @ W[c0:c1].T
+    if z.dtype != torch.float32:
+        z = z.float()
+    if bias is not None:
+        z += bias[c0:c1].float()
+    return z
+
+
+class ExactSoftmaxFunction(torch.autograd.Function):
+    """Per-row exact soft-target softmax loss of this rank's rows (see the module docstring).
+
+    Inputs: ``E`` [N, d] the embeddings of all rows (gathered over ranks; this rank's rows are
+    ``row0:row1``), ``weight`` [L_local, d], ``bias`` [L_local] or None, the targets restricted to
+    this rank's label range as coordinate lists sorted by column: ``t_rows`` i64[nnz] (row in
+    ``E``), ``t_cols`` i64[nnz] (local label), ``t_vals`` f32[nnz]; ``chunks`` (local label
+    ranges), ``comm`` (:class:`~xmr.models.distributed.Comm`), ``cache_bytes``: forward keeps
+    exp(z − m) of its first chunks, up to this many bytes, for backward, which then skips their
+    recomputation. Output: f32[row1 − row0].
+    """
+
+    @staticmethod
+    def forward(ctx, E, weight, bias, t_rows, t_cols, t_vals, chunks, comm, row0, row1,
+                cache_bytes=0):
+        N = E.shape[0]
+        Ec = E.to(weight.dtype)
+        m = torch.full((N,), -math.inf, dtype=torch.float32, device=E.device)
+        s = torch.zeros(N, dtype=torch.float32, device=E.device)
+        tdot = torch.zeros(N, dtype=torch.float32, device=E.device)
+        starts = torch.searchsorted(t_cols, torch.tensor([c[0] for c in chunks] + [weight.shape[0]],
+                                                         dtype=t_cols.dtype, device=t_cols.device))
+        starts = starts.tolist()
+        keep, kept = {}, 0
+        with torch.no_grad():
+            for ci, (c0, c1) in enumerate(chunks):
+                z = _chunk_logits(Ec, weight, bias, c0, c1)  # [N, c]
+                a, b = starts[ci], starts[ci + 1]
+                if b > a:
+                    r, c = t_rows[a:b], t_cols[a:b] - c0
+                    tdot.index_add_(0, r, t_vals[a:b] * z[r, c])
+                m_new = torch.maximum(m, z.amax(dim=1))
+                s.mul_(torch.exp(m - m_new))
+                s.add_(z.sub_(m_new[:, None]).exp_().sum(dim=1))
+                m = m_new
+                if kept + z.numel() * 4 <= cache_bytes:
+                    # keep exp(z − m_c) for backward instead of recomputing the chunk's logits
+                    keep[ci] = (z, m_new)
+                    kept += z.numel() * 4
+            if comm.distributed:
+                m_glob = comm.all_reduce_(m.clone(), "max")
+                s.mul_(torch.exp(m - m_glob))
+                st = comm.all_reduce_(torch.stack([s, tdot]), "sum")
+                s, tdot, m = st[0], st[1], m_glob
+            lse = m + torch.log(s)  # [N], identical on every rank
+            loss = lse - tdot
+            bad = ~torch.isfinite(loss)
+            if bool(bad.any()):  # same decision on every rank: loss is all-reduced
+                rows = torch.nonzero(bad).flatten()
+                raise FloatingPointError(
+                    f"full_softmax_loss: expected a finite loss, got non-finite values in "
+                    f"{rows.numel()} of {N} rows (first: row {int(rows[0])}); the weights or "
+                    f"embeddings hold huge or non-finite values (is the learning rate too high?)")
+        ctx.save_for_backward(E, weight, bias, t_rows, t_cols, t_vals, lse)
+        ctx.chunks, ctx.comm, ctx.row0, ctx.row1, ctx.starts = chunks, comm, row0, row1, starts
+        ctx.keep = keep
+        return loss[row0:row1].clone()
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        E, weight, bias, t_rows, t_cols, t_vals, lse = ctx.saved_tensors
+        comm, chunks, starts = ctx.comm, ctx.chunks, ctx.starts
+        N = E.shape[0]
+        # every rank needs every row's upstream gradient: its labels enter every row's loss
+        g = torch.zeros(N, dtype=torch.float32, device=E.device)
+        g[ctx.row0:ctx.row1] = grad_loss.float()
+        comm.all_reduce_(g, "sum")
+        need_e, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], (
+            bias is not None and ctx.needs_input_grad[2])
+        Ec = E.to(weight.dtype)
+        dE = torch.zeros(N, E.shape[1], dtype=torch.float32, device=E.device) if need_e else None
+        # the chunks tile [0, L_local): every row of dW and db is written exactly once
+        dW = torch.empty_like(weight) if need_w else None
+        db = torch.empty_like(bias) if need_b else None
+        scale = 1.0 / comm.world  # DDP convention: gradient of the mean of the ranks' losses
+        with torch.no_grad():
+            for ci, (c0, c1) in enumerate(chunks):
+                if ci in ctx.keep:  # exp(z − m_c) kept by forward; freed once used
+                    ez, m_c = ctx.keep.pop(ci)
+                    G = ez.mul_((g * torch.exp(m_c - lse))[:, None])  # g ⊙ softmax
+                else:
+                    z = _chunk_logits(Ec, weight, bias, c0, c1)
+                    G = z.sub_(lse[:, None]).exp_().mul_(g[:, None])  # g ⊙ softmax, [N, c]
+                a, b = starts[ci], starts[ci + 1]
+                if b > a:
+                    r = t_rows[a:b]
+                    G.index_put_((r, t_cols[a:b] - c0), -(g[r] * t_vals[a:b]), accumulate=True)
+                Gc = G if weight.dtype == torch.float32 else G.to(weight.dtype)
+                if need_w:
+                    torch.mm(Gc.T, Ec, out=dW[c0:c1])
+                if need_e:
+                    if weight.dtype == torch.float32:
+                        dE.addmm_(Gc, weight[c0:c1])
+                    else:
+                        dE += (Gc @ weight[c0:c1]).float()
+                if need_b:
+                    db[c0:c1] = G.sum(dim=0).to(db.dtype)
+            if scale != 1.0:
+                if need_w:
+                    dW.mul_(scale)
+                if need_b:
+                    db.mul_(scale)
+        if need_e:
+            dE = dE.to(E.dtype)
+        return dE, dW, db, None, None, None, None, None, None, None, None
+
+
+def validate_targets(t_indptr: torch.Tensor, t_ids: torch.Tensor, t_vals: torch.Tensor,
+                     num_rows: int, num_labels: int, atol: float = 1e-4) -> Optional[str]:
+    """Check CSR soft targets; return an error message (expected vs got) or None if valid.
+
+    t_indptr i64[B + 1] (0 first, non-decreasing, last = nnz), t_ids i64[nnz] in [0, L),
+    t_vals f32[nnz] finite and ≥ 0, each row summing to 1 within ``atol``.
+    """
+    if t_indptr.dim() != 1 or t_indptr.shape[0] != num_rows + 1:
+        return (f"t_indptr: expected shape [B + 1] = [{num_rows + 1}], "
+                f"got {list(t_indptr.shape)}")
+    if t_ids.dim() != 1 or t_vals.dim() != 1 or t_ids.shape[0] != t_vals.shape[0]:
+        return (f"t_ids, t_vals: expected two 1-d arrays of equal length, got shapes "
+                f"{list(t_ids.shape)} and {list(t_vals.shape)}")
+    nnz = t_ids.shape[0]
+    if int(t_indptr[0]) != 0 or int(t_indptr[-1]) != nnz:
+        return (f"t_indptr: expected to start at 0 and end at nnz = {nnz}, got "
+                f"{int(t_indptr[0])} and {int(t_indptr[-1])}")
+    lens = t_indptr[1:] - t_indptr[:-1]
+    if bool((lens < 0).any()):
+        row = int(torch.nonzero(lens < 0)[0])
+        return f"t_indptr: expected non-decreasing offsets, got a decrease at row {row}"
+    row_of = torch.repeat_interleave(torch.arange(num_rows, device=lens.device), lens)
+    out = (t_ids < 0) | (t_ids >= num_labels)
+    if bool(out.any()):
+        p = int(torch.nonzero(out)[0])
+        return (f"t_ids: expected label ids in [0, {num_labels}), got {int(t_ids[p])} "
+                f"(row {int(row_of[p])})")
+    nonfinite = ~torch.isfinite(t_vals)
+    if bool(nonfinite.any()):
+        p = int(torch.nonzero(nonfinite)[0])
+        return f"t_vals: expected finite values, got {float(t_vals[p])} (row {int(row_of[p])})"
+    neg = t_vals < 0
+    if bool(neg.any()):
+        p = int(torch.nonzero(neg)[0])
+        return (f"t_vals: expected non-negative target mass, got {float(t_vals[p]):g} "
+                f"(row {int(row_of[p])})")
+    sums = torch.zeros(num_rows, dtype=torch.float64, device=t_vals.device)
+    sums.index_add_(0, row_of, t_vals.double())
+    off = (sums - 1.0).abs() > atol
+    if bool(off.any()):
+        row = int(torch.nonzero(off)[0])
+        return (f"targets: expected every row to sum to 1 (within {atol:g}), got "
+                f"{float(sums[row]):.6g} in row {row} ({int(off.sum())} rows off)")
+    return None
+
+
+def validate_embeddings(emb: torch.Tensor, dim: int) -> Optional[str]:
+    """Check ``emb`` is a finite float tensor ``[B, dim]``; return an error message or None."""
+    if not isinstance(emb, torch.Tensor) or not emb.is_floating_point():
+        return f"emb: expected a float tensor of shape [B, {dim}], got {type(emb).__name__}" + (
+            f" of dtype {emb.dtype}" if isinstance(emb, torch.Tensor) else "")
+    if emb.dim() != 2 or emb.shape[1] != dim:
+        return f"emb: expected shape [B, {dim}], got {list(emb.shape)}"
+    bad = ~torch.isfinite(emb.detach())
+    if bool(bad.any()):
+        i, j = (int(x) for x in torch.nonzero(bad)[0])
+        return f"emb: expected finite values, got {float(emb.detach()[i, j])} at row {i}, column {j}"
+    return None

@@ -1,0 +1,302 @@
+"""The sharded softmax label table W ∈ R^{L×d} (optionally a bias b ∈ R^L), DESIGN.md §4.
+
+One :class:`ShardedLabelTable` per process holds this rank's contiguous label range
+``[lo, hi)`` as one Parameter ``weight`` [hi − lo, d] (and ``bias`` [hi − lo]), split into
+``num_shards`` contiguous shards that are processed one after another (views into the one
+Parameter). Scores are s_j(x) = ⟨φ(x), w_j⟩ + b_j. It offers
+
+1. :meth:`full_softmax_loss` — the exact soft-target softmax over all L labels, never
+   materialising B × L (:mod:`xmr.models.exact_softmax`);
+2. :meth:`candidate_logits` — logits for a shared candidate set, one dense matmul, with sparse
+   row gradients so that a step's cost does not grow with L (use :class:`~xmr.models.optim.RowAdagrad`,
+   ``torch.optim.SparseAdam`` or ``torch.optim.SGD`` for the table);
+3. :meth:`topk` — exact top-k, per shard, merged by a Numba kernel (:mod:`xmr.models.topk`).
+
+Model parallelism: pass ``process_group`` (e.g. ``torch.distributed.group.WORLD``) and every
+rank owns ``[lo, hi)`` of the labels; all methods are then collective (every rank must call them
+in the same order) and give each rank the results for its own rows. ``process_group=None`` means
+a single process holding all labels, even if torch.distributed is initialised. Gradients follow
+DDP's convention (see :mod:`xmr.models.distributed`). The table's collectives and DDP's may
+share a group (both are issued in the same order on every rank); a group of its own
+(``torch.distributed.new_group()``) keeps them apart.
+
+Precision: ``dtype=torch.bfloat16`` stores W (and b) in bf16 and computes the logits' matmuls in
+bf16, while log-sum-exp, softmax and the embedding gradient accumulate in fp32 (meant for GPUs).
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from xmr.models.distributed import Comm, all_reduce_sum, gather_rows, label_range
+from xmr.models.exact_softmax import (ExactSoftmaxFunction, chunk_bounds, validate_embeddings,
+                                      validate_targets)
+
+_REDUCTIONS = ("mean", "sum", "none")
+_CHUNK_ELEMENTS = 1 << 24  # logits per chunk of the automatic chunk size (64 MiB in fp32)
+
+
+def default_chunk_size(num_rows: int) -> int:
+    """Labels per chunk so that a chunk holds about 2^24 logits, within [4096, 65536]."""
+    return int(min(65536, max(4096, _CHUNK_ELEMENTS // max(num_rows, 1))))
+
+
+class _RowGather(torch.autograd.Function):
+    """``param[ids]`` with a sparse COO gradient (rows ``ids`` only), scaled by ``scale``.
+
+    Like ``F.embedding(..., sparse=True)`` but also for 1-d parameters (the bias).
+    """
+
+    @staticmethod
+    def forward(ctx, ids, param, scale: float):
+        ctx.save_for_backward(ids)
+        ctx.shape, ctx.scale = param.shape, scale
+        return param.index_select(0, ids)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (ids,) = ctx.saved_tensors
+        if ctx.scale != 1.0:
+            grad = grad * ctx.scale
+        g = torch.sparse_coo_tensor(ids[None], grad.contiguous(), ctx.shape,
+                                    check_invariants=False)
+        return None, g, None
+
+
+def _as_tensor(x, dtype, device, name: str) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch tensor or numpy array, got {type(x).__name__}")
+    if dtype is torch.int64 and x.is_floating_point():
+        raise TypeError(f"{name}: expected an integer array, got dtype {x.dtype}")
+    return x.to(device=device, dtype=dtype)
+
+
+class ShardedLabelTable(nn.Module):
+    """Label embeddings of this rank's label range, split into shards (see module docstring).
+
+    Args:
+        num_labels: L, the total number of labels (all ranks together).
+        dim: d, the embedding dimension.
+        num_shards: contiguous shards of this rank's range, processed one after another.
+        bias: whether to learn a per-label bias.
+        process_group: ``None`` (one process) or the group across which labels are split.
+        dtype: storage and matmul dtype of W (``torch.float32`` or ``torch.bfloat16``).
+        init_std: W ~ N(0, init_std²); default d^-1/2. The bias starts at 0.
+        device: where W lives.
+    """
+
+    def __init__(self, num_labels: int, dim: int, num_shards: int = 1, bias: bool = False,
+                 process_group=None, dtype: torch.dtype = torch.float32,
+                 init_std: Optional[float] = None, device=None):
+        super().__init__()
+        for name, v in (("num_labels", num_labels), ("dim", dim), ("num_shards", num_shards)):
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"dtype: expected torch.float32 or torch.bfloat16, got {dtype}")
+        self.comm = Comm(process_group)
+        self.num_labels, self.dim = int(num_labels), int(dim)
+        self.lo, self.hi = label_range(self.num_labels, self.comm.rank, self.comm.world)
+        n = self.hi - self.lo
+        self.num_shards = int(num_shards)
+        # local shard bounds; empty shards (more shards than labels) are dropped
+        self.shard_bounds: List[Tuple[int, int]] = [
+            b for b in ((n * s // num_shards, n * (s + 1) // num_shards) for s in range(num_shards))
+            if b[1] > b[0]]
+        std = dim ** -0.5 if init_std is None else float(init_std)
+        self.weight = nn.Parameter(torch.empty(n, dim, dtype=dtype, device=device).normal_(0, std))
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(n, dtype=dtype, device=device))
+        else:
+            self.register_parameter("bias", None)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def num_local(self) -> int:
+        """Number of labels held by this rank (``hi − lo``)."""
+        return self.hi - self.lo
+
+    def shard(self, s: int) -> torch.Tensor:
+        """The rows of shard ``s`` (a view of ``weight``), labels ``lo + a … lo + b − 1``."""
+        a, b = self.shard_bounds[s]
+        return self.weight[a:b]
+
+    def weight_numpy(self) -> np.ndarray:
+        """A float32 copy ``[hi − lo, d]`` of this rank's rows (e.g. to build an ANN index)."""
+        return self.weight.detach().float().cpu().numpy().copy()
+
+    def extra_repr(self) -> str:
+        return (f"num_labels={self.num_labels}, dim={self.dim}, range=[{self.lo}, {self.hi}), "
+                f"num_shards={self.num_shards}, bias={self.bias is not None}, "
+                f"dtype={self.weight.dtype}, world={self.comm.world}")
+
+    # ------------------------------------------------------------ full softmax
+    def full_softmax_loss(self, emb: torch.Tensor, t_indptr, t_ids, t_vals,
+                          chunk_size: Optional[int] = None, reduction: str = "mean",
+                          cache_bytes: int = 1 << 30) -> torch.Tensor:
+        """Exact soft-target softmax cross-entropy over all L labels.
+
+        loss_i = logsumexp_j s_ij − Σ_j t_ij s_ij (DESIGN.md §4.1), computed chunk by chunk (at
+        most ``chunk_size`` labels at a time) with peak extra memory O(B·world × chunk_size).
+        The default chunk holds about 2^24 logits (64 MiB in fp32): 65,536 labels for 256 rows,
+        clamped to [4,096, 65,536] labels (measured on CPU: smaller chunks run slower, larger
+        ones gain nothing, see ``benchmarks/bench_softmax.py``).
+
+        Args:
+            emb: f32[B, d] this rank's row embeddings (differentiable).
+            t_indptr, t_ids, t_vals: CSR targets of this rank's rows — i64[B + 1], global label
+                ids i64[nnz] in [0, L), f32[nnz] ≥ 0 with each row summing to 1 (within 1e-4).
+            chunk_size: labels per chunk (a chunk never straddles a shard); None: automatic.
+            reduction: "mean" (over this rank's rows), "sum", or "none" (f32[B]).
+            cache_bytes: memory that forward may spend keeping exponentiated logits of its first
+                chunks for backward, which then does not recompute them (1 GiB by default: at
+                B = 256, d = 256 every chunk of 1M labels is kept and a step costs three matmul
+                passes over W instead of four). 0 gives the minimum, O(B·world × chunk_size).
+
+        Raises ``ValueError`` on bad input before anything is computed (on every rank in a
+        distributed run), ``FloatingPointError`` if the loss is not finite.
+        """
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction: expected one of {list(_REDUCTIONS)}, got {reduction!r}")
+        if not isinstance(cache_bytes, (int, np.integer)) or cache_bytes < 0:
+            raise ValueError(f"cache_bytes: expected a non-negative integer, got {cache_bytes!r}")
+        if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer))
+                                       or chunk_size < 1):
+            raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
+        device = self.weight.device
+        msg = validate_embeddings(emb, self.dim)
+        if msg is None:
+            try:
+                t_indptr = _as_tensor(t_indptr, torch.int64, device, "t_indptr")
+                t_ids = _as_tensor(t_ids, torch.int64, device, "t_ids")
+                t_vals = _as_tensor(t_vals, torch.float32, device, "t_vals")
+            except TypeError as e:
+                msg = e
+        if msg is None:
+            msg = validate_targets(t_indptr, t_ids, t_vals, emb.shape[0], self.num_labels)
+        self.comm.agree_on_error(msg, "full_softmax_loss")
+
+        B = emb.shape[0]
+        t_rows = torch.repeat_interleave(torch.arange(B, device=device),
+                                         t_indptr[1:] - t_indptr[:-1])  # row of each target
+        comm = self.comm
+        if comm.distributed:
+            sizes = comm.sizes(B, device)
+            row0 = sum(sizes[: comm.rank])
+            E = gather_rows(emb, comm, sizes)  # [N, d]
+            t_rows, _ = comm.all_gather_varlen(t_rows + row0)
+            t_ids, _ = comm.all_gather_varlen(t_ids)
+            t_vals, _ = comm.all_gather_varlen(t_vals)
+        else:
+            row0, E = 0, emb
+        if chunk_size is None:
+            chunk_size = default_chunk_size(E.shape[0])
+        mine = (t_ids >= self.lo) & (t_ids < self.hi)
+        t_cols = t_ids[mine] - self.lo
+        order = torch.argsort(t_cols, stable=True)
+        loss = ExactSoftmaxFunction.apply(
+            E, self.weight, self.bias, t_rows[mine][order], t_cols[order], t_vals[mine][order],
+            chunk_bounds(self.shard_bounds, int(chunk_size)), comm, row0, row0 + B,
+            int(cache_bytes))
+        if reduction == "mean":
+            return loss.mean()
+        if reduction == "sum":
+            return loss.sum()
+        return loss
+
+    # ------------------------------------------------------------ candidates
+    def candidate_logits(self, emb: torch.Tensor, cand_ids,
+                         logit_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Logits ``f32[B, C]`` of this rank's rows for a shared candidate set.
+
+        logits = φ W[cand]ᵀ (+ b[cand]) (+ logit_bias): one gather and one dense matmul; W and b
+        receive *sparse* gradients holding only the rows in ``cand_ids``, so that with a sparse
+        optimizer the cost of a step does not grow with L (DESIGN.md §4.2).
+
+        Args:
+            emb: f32[B, d] (differentiable).
+            cand_ids: i64[C] global label ids in [0, L) (duplicates allowed; in a distributed
+                run each rank passes its own set, labels of other ranks are scored there).
+            logit_bias: optional f32[B, C] added to the logits (offsets and masks, DESIGN.md §5).
+        """
+        device = self.weight.device
+        msg = validate_embeddings(emb, self.dim)
+        if msg is None:
+            try:
+                cand_ids = _as_tensor(cand_ids, torch.int64, device, "cand_ids")
+            except TypeError as e:
+                msg = e
+        if msg is None:
+            if cand_ids.dim() != 1:
+                msg = f"cand_ids: expected a 1-d array, got shape {list(cand_ids.shape)}"
+            elif bool(((cand_ids < 0) | (cand_ids >= self.num_labels)).any()):
+                p = int(torch.nonzero((cand_ids < 0) | (cand_ids >= self.num_labels))[0])
+                msg = (f"cand_ids: expected label ids in [0, {self.num_labels}), got "
+                       f"{int(cand_ids[p])} (position {p})")
+            elif logit_bias is not None and (
+                    not isinstance(logit_bias, torch.Tensor)
+                    or tuple(logit_bias.shape) != (emb.shape[0], cand_ids.shape[0])):
+                got = (list(logit_bias.shape) if isinstance(logit_bias, torch.Tensor)
+                       else type(logit_bias).__name__)
+                msg = (f"logit_bias: expected a tensor of shape [B, C] = "
+                       f"[{emb.shape[0]}, {cand_ids.shape[0]}], got {got}")
+        self.comm.agree_on_error(msg, "candidate_logits")
+
+        comm = self.comm
+        scale = 1.0 / comm.world
+        if not comm.distributed:
+            logits = self._score_rows(emb, cand_ids, scale)
+        else:
+            B = emb.shape[0]
+            sizes = comm.sizes(B, device)
+            E = gather_rows(emb, comm, sizes)  # [N, d]
+            cands, csizes = comm.all_gather_varlen(cand_ids)
+            # every rank scores all ranks' (rows × candidates) blocks on its own labels, zeros
+            # elsewhere; one all-reduce(sum) of the flattened blocks completes them
+            blocks, r0, c0 = [], 0, 0
+            for bs, cs in zip(sizes, csizes):
+                ids = cands[c0:c0 + cs]
+                mine = torch.nonzero((ids >= self.lo) & (ids < self.hi)).flatten()
+                block = E.new_zeros((bs, cs), dtype=torch.float32)
+                if mine.numel() and bs:
+                    part = self._score_rows(E[r0:r0 + bs], ids[mine], scale)
+                    block = block.index_copy(1, mine, part)
+                blocks.append(block.reshape(-1))
+                r0, c0 = r0 + bs, c0 + cs
+            flat = all_reduce_sum(torch.cat(blocks), comm)
+            off = sum(s * c for s, c in zip(sizes[: comm.rank], csizes[: comm.rank]))
+            logits = flat[off: off + B * cand_ids.shape[0]].reshape(B, cand_ids.shape[0])
+        if logit_bias is not None:
+            logits = logits + logit_bias.to(logits.dtype)
+        return logits
+
+    def _score_rows(self, E: torch.Tensor, ids: torch.Tensor, scale: float) -> torch.Tensor:
+        """fp32 ``E @ W[ids]ᵀ + b[ids]`` for global ``ids`` owned here (sparse gradients)."""
+        local = ids - self.lo
+        Wc = _RowGather.apply(local, self.weight, scale)  # [C, d]
+        z = (E.to(Wc.dtype) @ Wc.T).float()
+        if self.bias is not None:
+            z = z + _RowGather.apply(local, self.bias, scale).float()
+        return z
+
+    # ------------------------------------------------------------------ top-k
+    @torch.no_grad()
+    def topk(self, emb, k: int, query_chunk: int = 4096, label_chunk: int = 8192
+             ) -> Tuple[np.ndarray, np.ndarray]:
+        """Exact top-``k`` labels of each row: ``(scores f32[n, k], ids i64[n, k])``.
+
+        Rows are sorted by score (descending, ties by lower id); ids are global, padded with -1
+        (score -inf) when k > L. Queries are processed ``query_chunk`` at a time and labels
+        ``label_chunk`` at a time (peak extra memory ≈ 4 · query_chunk · label_chunk bytes);
+        the per-chunk lists are merged by the Numba kernel ``xmr.kernels.topk_merge``. In a
+        distributed run every rank returns the results of its own rows over all L labels.
+        """
+        from xmr.models.topk import exact_topk  # imports the Numba kernel lazily
+
+        return exact_topk(self, emb, k, query_chunk=query_chunk, label_chunk=label_chunk)

@@ -1,0 +1,124 @@
+"""Exact top-k prediction over a sharded label table (DESIGN.md §4.3).
+
+For each chunk of queries, every label chunk (inside every shard, on every rank) yields a sorted
+top-k list per query; the lists are merged into the global top-k by the Numba kernel
+:func:`xmr.kernels.topk_merge.topk_merge`. Memory stays at O(query_chunk × label_chunk) however
+many labels and queries there are.
+
+Results follow the faiss ``search`` contract: ``scores f32[n, k]`` sorted descending (ties by
+lower label id), ``ids i64[n, k]`` global label ids, padded with id -1 and score -inf when k
+exceeds the number of labels. Which of several labels tied exactly at the k-th place is kept is
+not specified.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+import torch
+
+from xmr.models.exact_softmax import chunk_bounds
+
+_MERGE_EVERY = 16  # chunk lists merged into the running top-k at once
+
+
+def merge_topk(scores: np.ndarray, ids: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Merge sorted lists ``scores f32[m, n, kk]``, ``ids i64[m, n, kk]`` into the top-``k``.
+
+    Each ``[j, q, :]`` is sorted by (score desc, id asc) and padded at its tail with id -1.
+    Returns ``(f32[n, k], i64[n, k])`` padded with -inf / -1. Validates, then calls the kernel.
+    """
+    scores = np.ascontiguousarray(scores, dtype=np.float32)
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if scores.ndim != 3 or scores.shape != ids.shape:
+        raise ValueError(f"merge_topk: expected scores and ids of one shape [m, n, kk], got "
+                         f"{list(scores.shape)} and {list(ids.shape)}")
+    if int(k) < 1:
+        raise ValueError(f"k: expected a positive integer, got {k!r}")
+    from xmr.kernels.topk_merge import topk_merge  # compiles on first use
+
+    n = scores.shape[1]
+    out_s = np.empty((n, int(k)), dtype=np.float32)
+    out_i = np.empty((n, int(k)), dtype=np.int64)
+    topk_merge(scores, ids, np.int64(k), out_s, out_i)
+    return out_s, out_i
+
+
+def _sorted_topk(z: torch.Tensor, k: int, id0: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` of each row of ``z`` [n, c] sorted by (score desc, id asc); ids offset by id0."""
+    vals, idx = torch.topk(z, k, dim=1, sorted=True)
+    # torch.topk leaves the order of ties unspecified: sort by id, then stably by score
+    idx, perm = idx.sort(dim=1)
+    vals = vals.gather(1, perm)
+    vals, perm = vals.sort(dim=1, descending=True, stable=True)
+    return vals, idx.gather(1, perm) + id0
+
+
+def exact_topk(table, emb, k: int, query_chunk: int = 4096, label_chunk: int = 8192
+               ) -> Tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` of ``emb`` [n, d] over all labels of ``table`` (a ShardedLabelTable).
+
+    See :meth:`xmr.models.ShardedLabelTable.topk`. Collective in a distributed run: the queries
+    are all-gathered, each rank scores them on its own labels, the per-rank lists are
+    all-gathered and merged, and each rank keeps the rows of its own queries.
+    """
+    for name, v in (("k", k), ("query_chunk", query_chunk), ("label_chunk", label_chunk)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+    W, bias, comm = table.weight, table.bias, table.comm
+    if isinstance(emb, np.ndarray):
+        emb = torch.from_numpy(emb)
+    msg = None
+    if not isinstance(emb, torch.Tensor) or emb.dim() != 2 or emb.shape[1] != table.dim:
+        got = list(emb.shape) if isinstance(emb, torch.Tensor) else type(emb).__name__
+        msg = f"emb: expected shape [n, {table.dim}], got {got}"
+    comm.agree_on_error(msg, "topk")
+    emb = emb.detach().to(device=W.device, dtype=W.dtype)
+    n = emb.shape[0]
+    if comm.distributed:
+        sizes = comm.sizes(n, emb.device)
+        Q, _ = comm.all_gather_varlen(emb, sizes)
+        row0 = sum(sizes[: comm.rank])
+    else:
+        Q, row0 = emb, 0
+    N = Q.shape[0]
+    chunks = chunk_bounds(table.shard_bounds, int(label_chunk))
+    out_s = np.full((N, k), -np.inf, dtype=np.float32)
+    out_i = np.full((N, k), -1, dtype=np.int64)
+    for q0 in range(0, N, query_chunk):
+        Qc = Q[q0:q0 + query_chunk]
+        nq = Qc.shape[0]
+        # lists[0] holds the running top-k; up to _MERGE_EVERY chunk lists are merged into it
+        # at a time, so memory stays O(_MERGE_EVERY · nq · k) however many chunks there are
+        lists_s = np.full((_MERGE_EVERY + 1, nq, k), -np.inf, dtype=np.float32)
+        lists_i = np.full((_MERGE_EVERY + 1, nq, k), -1, dtype=np.int64)
+        used = 1
+        for j, (c0, c1) in enumerate(chunks):
+            z = (Qc @ W[c0:c1].T).float()
+            if bias is not None:
+                z += bias[c0:c1].float()
+            kk = min(k, c1 - c0)
+            v, i = _sorted_topk(z, kk, table.lo + c0)
+            lists_s[used, :, :kk] = v.cpu().numpy()
+            lists_i[used, :, :kk] = i.cpu().numpy()
+            lists_s[used, :, kk:], lists_i[used, :, kk:] = -np.inf, -1
+            used += 1
+            if used == _MERGE_EVERY + 1 or j == len(chunks) - 1:
+                lists_s[0], lists_i[0] = merge_topk(lists_s[:used], lists_i[:used], k)
+                used = 1
+        out_s[q0:q0 + nq], out_i[q0:q0 + nq] = lists_s[0], lists_i[0]
+    if comm.distributed:
+        # every rank's lists for all N queries → merge the world lists
+        dev = emb.device
+        ts = torch.from_numpy(out_s).to(dev)
+        ti = torch.from_numpy(out_i).to(dev)
+        gs = [torch.empty_like(ts) for _ in range(comm.world)]
+        gi = [torch.empty_like(ti) for _ in range(comm.world)]
+        torch.distributed.all_gather(gs, ts, group=comm.group)
+        torch.distributed.all_gather(gi, ti, group=comm.group)
+        sl = slice(row0, row0 + n)
+        s_all = np.stack([g[sl].cpu().numpy() for g in gs])
+        i_all = np.stack([g[sl].cpu().numpy() for g in gi])
+        return merge_topk(s_all, i_all, k)
+    return out_s, out_i
