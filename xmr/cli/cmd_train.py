@@ -18,6 +18,12 @@ Train an xmr model. The configuration is a JSON file (print the full skeleton wi
 The resolved config is saved next to the model (OUT/model/config.json). Checkpoints are written
 atomically to OUT/checkpoint; --resume continues the same run from there.
 
+Several processes (labels model-parallel, encoder data-parallel; gloo on CPU, NCCL on GPU):
+
+  torchrun --nproc_per_node 2 -m xmr train --set optim.batch_size=128 --out runs/dist
+
+optim.batch_size is per process; the saved model holds the full label table.
+
 Loss presets: softmax, sampled, mined, distill, teacher-negatives, double-distill."""
 
 
@@ -53,22 +59,29 @@ def run(args) -> int:
     from xmr.eval import evaluate
     from xmr.eval.propensity import inverse_propensity
     from xmr.teachers.store import TeacherStore
+    from xmr.train.distributed import init_from_env, rank_of
     from xmr.train.loop import Trainer
 
+    group = init_from_env(cfg.device)
     ds = load_dataset(cfg.data.dataset, cfg.data.root, cfg.data.test_fraction, cfg.data.split_seed)
     teacher = TeacherStore.load(cfg.teacher) if cfg.teacher else None
     inv_prop = inverse_propensity(ds.Y_trn, A=ds.prop_a, B=ds.prop_b)
     tr = Trainer(cfg, ds.X_trn, ds.Y_trn, out_dir=args.out, teacher=teacher, inv_prop=inv_prop,
-                 progress=not args.no_progress)
+                 progress=not args.no_progress, process_group=group)
     res = tr.fit(resume=args.resume)
     summary = {"model": str(res.model_dir), "train_seconds": res.train_seconds,
                "samples_per_second": res.samples_per_second, "mining_share": res.mining_share}
-    if not args.no_test_eval:
+    if not args.no_test_eval:  # collective in a distributed run: every rank predicts
         import numpy as np
 
         pairs = ds.filter_pairs
         extra = int(np.bincount(pairs[:, 0]).max()) if pairs is not None and len(pairs) else 0
         _, ids = res.model.predict(ds.X_tst, 5 + extra)
         summary["test"] = evaluate(ds.Y_tst, ids, ks=(1, 3, 5), inv_prop=inv_prop, filter_pairs=pairs)
-    print(json.dumps(summary, indent=2))
+    if rank_of(group) == 0:
+        print(json.dumps(summary, indent=2))
+    if group is not None:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
     return 0

@@ -37,6 +37,7 @@ class ModelConfig:
     residual: bool = False
     normalize: bool = False  #: L2-normalise φ(x)
     dropout: float = 0.0
+    sparse_input: bool = True  #: sparse gradients + SparseAdam for the input bag (cost independent of D)
     num_shards: int = 1  #: label shards within this process
     label_bias: bool = False
 

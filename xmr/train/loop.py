@@ -62,6 +62,40 @@ def evaluate_model(model: XMRModel, X, Y, inv_prop=None, k: int = 5) -> Dict[str
     return evaluate(Y, ids, ks=(1, 3, 5), inv_prop=inv_prop)
 
 
+class _Optimizers:
+    """Several optimizers stepped, zeroed and checkpointed as one."""
+
+    def __init__(self, **opts):
+        self.opts = opts
+
+    def zero_grad(self, set_to_none: bool = True):
+        for o in self.opts.values():
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self):
+        for o in self.opts.values():
+            o.step()
+
+    def state_dict(self):
+        return {k: o.state_dict() for k, o in self.opts.items()}
+
+    def load_state_dict(self, state):
+        for k, o in self.opts.items():
+            o.load_state_dict(state[k])
+
+
+def _encoder_optimizer(encoder, cfg: TrainConfig):
+    """Adam on the encoder; with a sparse input bag, SparseAdam on the bag's rows (a step
+    then touches only the features present in the batch) and Adam on the rest."""
+    lr = cfg.optim.lr_encoder
+    bag = getattr(encoder, "bag", None)
+    if bag is None or not bag.sparse:
+        return torch.optim.Adam(encoder.parameters(), lr=lr)
+    rest = [p for n, p in encoder.named_parameters() if not n.startswith("bag.")]
+    return _Optimizers(bag=torch.optim.SparseAdam([bag.weight], lr=lr),
+                       rest=torch.optim.Adam(rest, lr=lr))
+
+
 def _save_miner(miner, path: Path) -> None:
     """The miner's index, refresh step and sampling RNG state, so a resumed run mines exactly
     what the uninterrupted one would have (the index is the one built at the last refresh)."""
@@ -91,7 +125,8 @@ class Trainer:
     """
 
     def __init__(self, cfg: TrainConfig, X_trn: sp.csr_matrix, Y_trn: sp.csr_matrix,
-                 out_dir=None, teacher=None, inv_prop=None, progress: bool = True):
+                 out_dir=None, teacher=None, inv_prop=None, progress: bool = True,
+                 process_group=None):
         self.cfg = cfg
         self.loss_cfg = cfg.loss.resolved()
         self.X = sp.csr_matrix(X_trn, dtype=np.float32)
@@ -101,7 +136,11 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.teacher = teacher
         self.inv_prop = inv_prop
-        self.progress = progress
+        from xmr.train.distributed import rank_of, world_of
+
+        self.group = process_group
+        self.rank, self.world = rank_of(process_group), world_of(process_group)
+        self.progress = progress and self.rank == 0
         self.num_labels = self.Y.shape[1]
         if self.loss_cfg.needs_teacher:
             if teacher is None:
@@ -116,11 +155,12 @@ class Trainer:
         from xmr.train.model import resolve_device
 
         self.device = resolve_device(cfg.device)
-        self.model = XMRModel(self.X.shape[1], self.num_labels, cfg.model).to(self.device)
+        self.model = XMRModel(self.X.shape[1], self.num_labels, cfg.model,
+                              process_group=process_group).to(self.device)
         from xmr.models import RowAdagrad
         from xmr.objectives.loss import UnifiedObjective
 
-        self.opt_enc = torch.optim.Adam(self.model.encoder.parameters(), lr=cfg.optim.lr_encoder)
+        self.opt_enc = _encoder_optimizer(self.model.encoder, cfg)
         self.opt_tab = RowAdagrad(self.model.label_table.parameters(), lr=cfg.optim.lr_table)
         counts = np.asarray(self.Y[self.train_rows].sum(0)).ravel().astype(np.int64)
         self.objective = UnifiedObjective(self.loss_cfg, self.num_labels, label_counts=counts,
@@ -150,10 +190,17 @@ class Trainer:
             "counters": torch.tensor([self.step, self.epoch, self.batch_in_epoch], dtype=torch.int64),
         }
 
+    @property
+    def checkpoint_dir(self) -> Optional[Path]:
+        """``OUT/checkpoint`` (``OUT/checkpoint-rank{r}`` for each rank of a distributed run)."""
+        if self.out_dir is None:
+            return None
+        return self.out_dir / (CHECKPOINT if self.world == 1 else f"{CHECKPOINT}-rank{self.rank}")
+
     def save_checkpoint(self) -> Optional[Path]:
         if self.out_dir is None:
             return None
-        path = self.out_dir / CHECKPOINT
+        path = self.checkpoint_dir
         with atomic_dir(path) as tmp:
             torch.save(self._state(), tmp / "state.pt")
             (tmp / "config.json").write_text(self.cfg.to_json())
@@ -165,7 +212,7 @@ class Trainer:
 
     def load_checkpoint(self) -> bool:
         """Restore the state of ``out_dir/checkpoint``; False when there is none."""
-        path = self.out_dir / CHECKPOINT if self.out_dir else None
+        path = self.checkpoint_dir
         if path is None or not (path / "state.pt").is_file():
             return False
         saved = TrainConfig.from_json(path / "config.json")
@@ -185,6 +232,29 @@ class Trainer:
                  self.batch_in_epoch)
         return True
 
+    def _full_label_rows(self) -> np.ndarray:
+        """All L label rows as float32 numpy (gathered over ranks in a distributed run)."""
+        from xmr.train.distributed import gather_label_rows
+
+        return gather_label_rows(self.model.label_table, self.group).float().cpu().numpy()
+
+    def _full_state(self) -> dict:
+        state = dict(self.model.state_dict())
+        if self.world > 1:
+            from xmr.train.distributed import gather_label_bias, gather_label_rows
+
+            state["label_table.weight"] = gather_label_rows(self.model.label_table, self.group)
+            bias = gather_label_bias(self.model.label_table, self.group)
+            if bias is not None:
+                state["label_table.bias"] = bias
+        return state
+
+    def _local_rows(self, rows: np.ndarray) -> np.ndarray:
+        """This rank's part of a global batch (contiguous, sizes differ by at most one)."""
+        if self.world == 1:
+            return rows
+        return np.array_split(rows, self.world)[self.rank]
+
     # ------------------------------------------------------------------ one step
     def train_step(self, rows: np.ndarray) -> float:
         pos = _csr_rows(self.Y, rows)
@@ -193,7 +263,7 @@ class Trainer:
         mined = None
         if self.miner is not None:
             t0 = time.perf_counter()
-            self.miner.maybe_refresh(self.step, self.model.label_table.weight_numpy)
+            self.miner.maybe_refresh(self.step, self._full_label_rows)
             mined = self.miner.mine(emb.detach().float().cpu().numpy(), pos[0], pos[1])
             self.time_mining += time.perf_counter() - t0
         loss, _ = self.objective(emb, self.model.label_table, pos, teacher, mined, step=self.step)
@@ -203,6 +273,10 @@ class Trainer:
         self.opt_enc.zero_grad(set_to_none=True)
         self.opt_tab.zero_grad(set_to_none=True)
         loss.backward()
+        if self.world > 1:
+            from xmr.train.distributed import average_gradients
+
+            average_gradients(self.model.encoder, self.group)  # data-parallel encoder
         self.opt_enc.step()
         self.opt_tab.step()
         self.step += 1
@@ -215,7 +289,7 @@ class Trainer:
         cfg = self.cfg
         if resume:
             self.load_checkpoint()
-        bs = cfg.optim.batch_size
+        bs = cfg.optim.batch_size * self.world  # the global batch; each rank takes its slice
         n_batches = (len(self.train_rows) + bs - 1) // bs
         total = n_batches * cfg.optim.epochs
         bar = tqdm(total=total, initial=self.step, disable=not self.progress,
@@ -227,7 +301,7 @@ class Trainer:
             perm = self.train_rows[np.random.default_rng([cfg.seed, self.epoch]).permutation(len(self.train_rows))]
             self.model.train()
             while self.batch_in_epoch < n_batches:
-                rows = perm[self.batch_in_epoch * bs:(self.batch_in_epoch + 1) * bs]
+                rows = self._local_rows(perm[self.batch_in_epoch * bs:(self.batch_in_epoch + 1) * bs])
                 loss = self.train_step(rows)
                 self.batch_in_epoch += 1
                 samples += len(rows)
@@ -251,15 +325,24 @@ class Trainer:
                 self.history.append(metrics)
                 log.info("epoch %d: %s", self.epoch,
                          ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("P")))
-                bar.write(f"epoch {self.epoch}: held-out P@1={metrics.get('P@1', 0):.4f} "
-                          f"P@5={metrics.get('P@5', 0):.4f}")
+                if self.progress:
+                    bar.write(f"epoch {self.epoch}: held-out P@1={metrics.get('P@1', 0):.4f} "
+                              f"P@5={metrics.get('P@5', 0):.4f}")
             self.save_checkpoint()
         bar.close()
         elapsed = time.perf_counter() - t_start
         model_dir = None
         if not interrupted and self.out_dir is not None:
-            model_dir = self.model.save(self.out_dir / MODEL, self.cfg,
-                                        extra={"history": self.history})
+            state = self._full_state()  # collective in a distributed run: every rank calls it
+            if self.rank == 0:
+                model_dir = self.model.save(self.out_dir / MODEL, self.cfg,
+                                            extra={"history": self.history, "world_size": self.world},
+                                            state=state)
+            if self.world > 1:
+                import torch.distributed as dist
+
+                dist.barrier(group=self.group)
+                model_dir = self.out_dir / MODEL
         return TrainResult(model=self.model, model_dir=model_dir, history=self.history,
                            train_seconds=elapsed, steps=self.step,
                            samples_per_second=samples / max(elapsed, 1e-9),

@@ -37,6 +37,25 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
+_INIT_BLOCK = 65536
+
+
+@torch.no_grad()
+def init_label_rows(table, seed: int) -> None:
+    """W ~ N(0, 1/d), drawn in fixed blocks of 65,536 labels each seeded by (seed, block): the
+    same label gets the same initial row whatever the number of ranks or shards, so a
+    distributed run starts from exactly the single-process weights."""
+    std = table.dim ** -0.5
+    lo, hi = table.lo, table.hi
+    for blk in range(lo // _INIT_BLOCK, (hi - 1) // _INIT_BLOCK + 1):
+        b0 = blk * _INIT_BLOCK
+        g = torch.Generator().manual_seed((int(seed) * 1_000_003 + blk) % (2 ** 63))
+        rows = min(_INIT_BLOCK, table.num_labels - b0)
+        block = torch.randn(rows, table.dim, generator=g) * std
+        a, b = max(lo, b0), min(hi, b0 + rows)
+        table.weight[a - lo:b - lo] = block[a - b0:b - b0].to(table.weight)
+
+
 class XMRModel(nn.Module):
     """φ(x) from a sparse TF-IDF row, scores s_j(x) = ⟨φ(x), w_j⟩ over the label table."""
 
@@ -50,9 +69,10 @@ class XMRModel(nn.Module):
         self.cfg = cfg
         self.encoder = SparseEncoder(num_features, cfg.dim, hidden=tuple(cfg.hidden),
                                      residual=cfg.residual, normalize=cfg.normalize,
-                                     dropout=cfg.dropout)
+                                     dropout=cfg.dropout, sparse=cfg.sparse_input)
         self.label_table = ShardedLabelTable(num_labels, cfg.dim, num_shards=cfg.num_shards,
                                              bias=cfg.label_bias, process_group=process_group)
+        init_label_rows(self.label_table, seed=torch.initial_seed())
 
     def embed(self, X: sp.csr_matrix, rows: Optional[np.ndarray] = None) -> torch.Tensor:
         """φ(x) for the given rows of ``X`` → ``f32[len(rows), dim]``."""
@@ -83,7 +103,10 @@ class XMRModel(nn.Module):
         return scores, ids
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path, train_config: Optional[TrainConfig] = None, extra: Optional[dict] = None) -> Path:
+    def save(self, path, train_config: Optional[TrainConfig] = None, extra: Optional[dict] = None,
+             state: Optional[dict] = None) -> Path:
+        """Write the model folder atomically. ``state`` overrides the state dict (a distributed
+        run passes the full, gathered label table so that one process can load the model)."""
         meta = {
             "format": "xmr-model",
             "format_version": FORMAT_VERSION,
@@ -94,7 +117,7 @@ class XMRModel(nn.Module):
             "train_config": train_config.to_dict() if train_config else None,
         }
         meta.update(extra or {})
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in (state or self.state_dict()).items()}
         with atomic_dir(path) as tmp:
             torch.save(state, tmp / "weights.pt")
             (tmp / "config.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
