@@ -6,7 +6,13 @@ vectorised reference (np.unique / searchsorted / fancy indexing / bincount, neve
 in the same run, best of N after a warm-up that also compiles the kernel; the figures are the
 ratios. Samplers are reported in draws/s against ``numpy.random.Generator.choice`` with ``p``.
 
-Run: ``python benchmarks/bench_kernels.py [--repeat 5] [--quick]``
+Candidate assembly is timed in both layouts: the dense one (``logit_bias``/``targets`` f32[B, C],
+67 MB per batch, bound by memory writes that numpy does at memset speed too) and the sparse one
+that the training loss uses (``col_bias`` + row exceptions + CSR targets; kernel
+``assemble_candidates_sparse`` vs the vectorised ``assemble_candidates_sparse_ref``), the
+latter with ``share_columns`` on and off (off: the exceptions are each row's visibility list).
+
+Run: ``python benchmarks/bench_kernels.py [--repeat 5] [--quick] [--threads 1]``
 → ``benchmarks/results/bench_kernels.json``.
 """
 
@@ -85,13 +91,84 @@ def bench_assembly(rng, B, L, C_target, repeat, teacher_k=3):
     t_u = best_time(lambda: candidate_union(p_ids, t_ids, h_ids, r_ids, r_lec, True),
                     repeat=repeat, warmup=1)
     t_ur = best_time(union_ref, repeat=repeat, warmup=1)
+    sparse, loss = {}, {}
+    for share in (True, False):
+        sargs = args[:13] + (share,) + args[14:]
+        sparse[f"share_columns_{share}"] = _bench_sparse(sargs, repeat)
+        loss[f"share_columns_{share}"] = _bench_loss(sargs, repeat)
     return {"B": B, "L": L, "C": int(len(got[0])), "positives_per_row": 5,
             "teacher_per_row": teacher_k, "random_draws": int(m),
             "random_columns": int(got[1].sum()), "share_columns": True, "alpha": 0.5,
             "fresh_outputs": {"kernel_s": t_k, "ref_s": t_r, "speedup": t_r / t_k},
             "reused_outputs": {"kernel_s": t_k2, "ref_s": t_r2, "speedup": t_r2 / t_k2},
             "union_only": {"kernel_s": t_u, "ref_s": t_ur, "speedup": t_ur / t_u},
-            "dense_output_bytes": int(2 * 4 * B * len(got[0]))}
+            "dense_output_bytes": int(2 * 4 * B * len(got[0])),
+            # sparse layout, share_columns=True as the rows above (and the loss default)
+            "sparse": sparse["share_columns_True"],
+            "sparse_share_columns_false": sparse["share_columns_False"],
+            "assembly_plus_loss": loss}
+
+
+def _bench_loss(args, repeat):
+    """What the layout costs the training step: assembly + loss forward/backward on fixed
+    logits ``s f32[B, C]`` (the matmul excluded), dense layout (reused output buffers,
+    ``candidate_loss(s + logit_bias, targets)``) vs sparse layout (``sparse_candidate_loss``)."""
+    import torch
+
+    from xmr.kernels.assembly import assemble_candidates, assemble_candidates_sparse
+    from xmr.negatives.candidates import SparseCandidateBatch
+    from xmr.objectives.loss import candidate_loss, sparse_candidate_loss
+
+    B = args[0]
+    C = len(assemble_candidates_sparse(*args)[0])
+    s = torch.randn(B, C, requires_grad=True)
+    bufs = (np.empty(B * C, np.float32), np.empty(B * C, np.float32))
+
+    def dense():
+        _, _, bias, targets, _, _, _ = assemble_candidates(*args, out=bufs)
+        loss = candidate_loss(s + torch.from_numpy(bias), torch.from_numpy(targets))
+        loss.backward()
+        return loss
+
+    def sparse():
+        out = assemble_candidates_sparse(*args)
+        batch = SparseCandidateBatch(out[0], *out[2:9], out[1], out[9])
+        loss = sparse_candidate_loss(s, batch)
+        loss.backward()
+        return loss
+
+    s.grad = None
+    l_d = dense()
+    g_d = s.grad.clone()
+    s.grad = None
+    l_s = sparse()
+    torch.testing.assert_close(l_s, l_d, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(s.grad, g_d, rtol=1e-4, atol=1e-7)
+    t_d = best_time(dense, repeat=repeat, warmup=1)
+    t_s = best_time(sparse, repeat=repeat, warmup=1)
+    return {"dense_s": t_d, "sparse_s": t_s, "speedup": t_d / t_s,
+            "torch_threads": torch.get_num_threads()}
+
+
+def _bench_sparse(args, repeat):
+    """Sparse layout: kernel vs vectorised reference on the same inputs (checked equal first,
+    and equal to the dense kernel once densified)."""
+    from xmr.kernels.assembly import (assemble_candidates, assemble_candidates_sparse,
+                                      assemble_candidates_sparse_ref, sparse_to_dense)
+
+    got = assemble_candidates_sparse(*args)
+    ref = assemble_candidates_sparse_ref(*args)
+    for i, (g, r) in enumerate(zip(got, ref)):
+        assert (np.allclose(g, r, rtol=1e-6, atol=1e-7) if i == 8 else np.array_equal(g, r)), i
+    dense = assemble_candidates(*args)
+    bias, targets = sparse_to_dense(args[0], *got[2:9])
+    assert np.array_equal(bias, dense[2]) and np.array_equal(targets, dense[3])
+    t_k = best_time(lambda: assemble_candidates_sparse(*args), repeat=repeat, warmup=1)
+    t_r = best_time(lambda: assemble_candidates_sparse_ref(*args), repeat=repeat, warmup=1)
+    n_out = sum(a.nbytes for a in got[2:9])
+    return {"kernel_s": t_k, "ref_s": t_r, "speedup": t_r / t_k,
+            "exceptions": int(got[3].size), "target_nnz": int(got[7].size),
+            "output_bytes": int(n_out)}
 
 
 def bench_correction(rng, B, L, C, repeat):
@@ -189,7 +266,26 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="Numba and torch thread count during the run (the kernels timed here are "
+                         "serial; use 1 on a busy machine)")
     a = ap.parse_args(argv)
+    if a.threads is not None:
+        import numba
+        import torch
+
+        prev = numba.get_num_threads(), torch.get_num_threads()
+        numba.set_num_threads(a.threads)
+        torch.set_num_threads(a.threads)
+        try:
+            return _run(a)
+        finally:
+            numba.set_num_threads(prev[0])
+            torch.set_num_threads(prev[1])
+    return _run(a)
+
+
+def _run(a) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     B, L, C = (128, 100_000, 1024) if a.quick else (1024, 1_000_000, 8192)
     rng = np.random.default_rng(0)
@@ -209,9 +305,13 @@ def main(argv=None) -> int:
             results["assembly"]["fresh_outputs"]["speedup"] >= 3.0,
         "assembly_speedup_ge_3_reused_outputs":
             results["assembly"]["reused_outputs"]["speedup"] >= 3.0,
+        "assembly_sparse_speedup_ge_3": all(
+            results["assembly"][k]["speedup"] >= 3.0
+            for k in ("sparse", "sparse_share_columns_false")),
     }
     config = {"B": B, "L": L, "C_target": C, "repeat": a.repeat, "quick": a.quick,
-              "threads": "numba serial kernels; numpy single call"}
+              "threads": ("numba serial kernels; numpy single call"
+                          + (f"; --threads {a.threads}" if a.threads is not None else ""))}
     if not a.no_write:
         path = write_result("bench_kernels", config, results)
         log.info("wrote %s", path)

@@ -32,6 +32,26 @@ teacher entry the positives get all the mass; if it has no positive the teacher 
 
 If ``teacher_candidates`` is False the teacher ids do not enter the union: they only give
 targets on columns that are already candidates (q^t restricted to A(x), DESIGN.md §5).
+
+**Sparse layout** (:func:`fill_sparse`, :func:`assemble_candidates_sparse`). Almost every cell
+of ``logit_bias`` is a per-column constant and ``targets`` has a few nonzeros per row, so the
+same content is also produced without any ``B x C`` array:
+
+* ``col_bias f32[C]``: ``-b_j`` on sampled columns (rule 3); on the other columns 0 if
+  ``share_columns`` (rule 4), else ``mask_value``. With ``share_columns=False`` the column
+  default is therefore the mask and a row's *visible* deterministic cells are listed as
+  exceptions: a per-row visibility list of ``|P ∪ T ∪ H|`` cells instead of the
+  ``B x (C_det - own)`` masked cells (about 8M at B = 1,024 with 8 own ids per row).
+* exceptions, COO ``(ex_rows i64[m], ex_cols i64[m], ex_vals f32[m])`` sorted by (row, col),
+  no duplicate cell: every cell of a row's own P, T (when ``teacher_candidates``) and H whose
+  rule-1/2 value differs from ``col_bias`` (absorbed random draws, uncorrected positives that
+  were also drawn, and the visibility list above). ``logit_bias[r, c] = ex_vals[k]`` if
+  ``(r, c) = (ex_rows[k], ex_cols[k])``, else ``col_bias[c]``.
+* targets, CSR over columns ``(t_indptr i64[B+1], t_cols i64[nnz], t_vals f32[nnz])``, columns
+  ascending within a row, only nonzero values (the distinct P columns and visible T columns
+  that receive mass).
+
+Densified, the sparse layout equals the dense one bit for bit (same float32 arithmetic).
 """
 
 from __future__ import annotations
@@ -42,7 +62,8 @@ import numpy as np
 from numba import njit
 
 __all__ = ["candidate_union", "fill_bias_targets", "assemble_candidates",
-           "assemble_candidates_ref"]
+           "assemble_candidates_ref", "fill_sparse", "assemble_candidates_sparse",
+           "assemble_candidates_sparse_ref", "sparse_to_dense"]
 
 
 @njit(cache=True)
@@ -270,12 +291,9 @@ def assemble_candidates(num_rows, pos_indptr, pos_ids, t_indptr, t_ids, t_logits
     return cand, is_sampled, bias, targets, pos_cols, t_cols, h_cols
 
 
-def assemble_candidates_ref(num_rows, pos_indptr, pos_ids, t_indptr, t_ids, t_logits, h_indptr,
-                            h_ids, r_ids, r_log_ec, alpha, tau_t, correct_positives, share_columns,
-                            teacher_candidates, mask_value, out=None):
-    """Vectorised numpy reference of :func:`assemble_candidates` (np.unique, searchsorted,
-    fancy indexing, bincount, ufunc.at); same outputs (targets equal up to fp32 rounding)."""
-    B = num_rows
+def _union_ref(pos_ids, t_ids, h_ids, r_ids, r_log_ec, teacher_candidates):
+    """Vectorised numpy reference of :func:`candidate_union` (np.unique, searchsorted,
+    bincount); same outputs."""
     parts = [pos_ids] + ([t_ids] if teacher_candidates else []) + [h_ids, r_ids]
     all_ids = np.concatenate(parts).astype(np.int64)
     uniq, first, inv = np.unique(all_ids, return_index=True, return_inverse=True)
@@ -307,6 +325,19 @@ def assemble_candidates_ref(num_rows, pos_indptr, pos_ids, t_indptr, t_ids, t_lo
     with np.errstate(divide="ignore"):
         neg_off = np.where(is_sampled, -(r_lec - np.log(np.maximum(r_count, 1))), 0.0)
     neg_off = neg_off.astype(np.float32)
+
+    return cand, is_sampled, neg_off, pos_cols, np.asarray(t_cols, dtype=np.int64), h_cols
+
+
+def assemble_candidates_ref(num_rows, pos_indptr, pos_ids, t_indptr, t_ids, t_logits, h_indptr,
+                            h_ids, r_ids, r_log_ec, alpha, tau_t, correct_positives, share_columns,
+                            teacher_candidates, mask_value, out=None):
+    """Vectorised numpy reference of :func:`assemble_candidates` (np.unique, searchsorted,
+    fancy indexing, bincount, ufunc.at); same outputs (targets equal up to fp32 rounding)."""
+    B = num_rows
+    cand, is_sampled, neg_off, pos_cols, t_cols, h_cols = _union_ref(
+        pos_ids, t_ids, h_ids, r_ids, r_log_ec, teacher_candidates)
+    C = len(cand)
 
     if out is None:
         bias = np.empty((B, C), dtype=np.float32)
@@ -349,3 +380,258 @@ def assemble_candidates_ref(num_rows, pos_indptr, pos_ids, t_indptr, t_ids, t_lo
               * ez[tv])
     return (cand, is_sampled, bias, T, pos_cols, np.asarray(t_cols),
             h_cols)
+
+
+# ------------------------------------------------------------------------------------------------
+# sparse layout
+# ------------------------------------------------------------------------------------------------
+
+@njit(cache=True)
+def _sort_prefix(buf, k):
+    """Sort ``buf[:k]`` in place (insertion sort for the usual handful of entries per row)."""
+    if k > 32:
+        buf[:k] = np.sort(buf[:k])
+        return
+    for i in range(1, k):
+        v = buf[i]
+        j = i - 1
+        while j >= 0 and buf[j] > v:
+            buf[j + 1] = buf[j]
+            j -= 1
+        buf[j + 1] = v
+
+
+@njit(cache=True)
+def fill_sparse(num_rows, pos_indptr, pos_cols, t_indptr, t_cols, t_logits, h_indptr, h_cols,
+                is_sampled, neg_off, alpha, tau_t, correct_positives, share_columns,
+                teacher_candidates, mask_value):
+    """The sparse layout of ``logit_bias`` and ``targets`` from the column maps of
+    :func:`candidate_union` (rules and layout in the module docstring).
+
+    Returns ``(col_bias f32[C], ex_rows i64[m], ex_cols i64[m], ex_vals f32[m],
+    t_indptr_out i64[B+1], tg_cols i64[nnz], tg_vals f32[nnz])``. Work and memory are
+    O(C + nnz(P, T, H)): two C-sized stamp arrays mark the cells a row owns, so no B x C array
+    is touched. Target values use the float32/float64 arithmetic of :func:`fill_bias_targets`
+    in the same order, so densifying gives its output exactly.
+    """
+    n_c = is_sampled.shape[0]
+    base = np.float32(0.0) if share_columns else mask_value
+    col_bias = np.empty(n_c, dtype=np.float32)
+    for c in range(n_c):
+        col_bias[c] = neg_off[c] if is_sampled[c] else base
+
+    n_own = pos_indptr[num_rows] + h_indptr[num_rows]
+    if teacher_candidates:
+        n_own += t_indptr[num_rows]
+    n_tgt = pos_indptr[num_rows] + t_indptr[num_rows]
+    width = 1
+    for r in range(num_rows):
+        w = (pos_indptr[r + 1] - pos_indptr[r]) + (t_indptr[r + 1] - t_indptr[r]) \
+            + (h_indptr[r + 1] - h_indptr[r])
+        if w > width:
+            width = w
+    ex_rows = np.empty(n_own, dtype=np.int64)
+    ex_cols = np.empty(n_own, dtype=np.int64)
+    ex_vals = np.empty(n_own, dtype=np.float32)
+    tg_indptr = np.zeros(num_rows + 1, dtype=np.int64)
+    tg_cols = np.empty(n_tgt, dtype=np.int64)
+    tg_vals = np.empty(n_tgt, dtype=np.float32)
+    own_row = np.full(n_c, -1, dtype=np.int64)  # row whose own value own_val[c] holds
+    own_val = np.empty(n_c, dtype=np.float32)
+    tgt_row = np.full(n_c, -1, dtype=np.int64)  # row whose target tgt_val[c] holds
+    tgt_val = np.empty(n_c, dtype=np.float32)
+    obuf = np.empty(width, dtype=np.int64)
+    tbuf = np.empty(width, dtype=np.int64)
+    half_mask = 0.5 * mask_value
+    m = 0
+    nt = 0
+    for r in range(num_rows):
+        # own cells, by increasing priority (H, T = 0; then P)
+        k = 0
+        for e in range(h_indptr[r], h_indptr[r + 1]):
+            c = h_cols[e]
+            if own_row[c] != r:
+                own_row[c] = r
+                obuf[k] = c
+                k += 1
+            own_val[c] = 0.0
+        if teacher_candidates:
+            for e in range(t_indptr[r], t_indptr[r + 1]):
+                c = t_cols[e]
+                if own_row[c] != r:
+                    own_row[c] = r
+                    obuf[k] = c
+                    k += 1
+                own_val[c] = 0.0
+        for e in range(pos_indptr[r], pos_indptr[r + 1]):
+            c = pos_cols[e]
+            if own_row[c] != r:
+                own_row[c] = r
+                obuf[k] = c
+                k += 1
+            own_val[c] = neg_off[c] if (correct_positives and is_sampled[c]) else np.float32(0.0)
+        _sort_prefix(obuf, k)
+        for i in range(k):
+            c = obuf[i]
+            if own_val[c] != col_bias[c]:
+                ex_rows[m] = r
+                ex_cols[m] = c
+                ex_vals[m] = own_val[c]
+                m += 1
+
+        # targets: distinct positive columns, then the visible teacher entries
+        kt = 0
+        for e in range(pos_indptr[r], pos_indptr[r + 1]):
+            c = pos_cols[e]
+            if tgt_row[c] != r:
+                tgt_row[c] = r
+                tbuf[kt] = c
+                kt += 1
+        n_pos = kt
+        z_max = -np.inf
+        for e in range(t_indptr[r], t_indptr[r + 1]):
+            c = t_cols[e]
+            if c >= 0 and (own_val[c] if own_row[c] == r else col_bias[c]) > half_mask:
+                z = np.float64(t_logits[e]) / tau_t
+                if z > z_max:
+                    z_max = z
+        z_sum = 0.0
+        if z_max > -np.inf:
+            for e in range(t_indptr[r], t_indptr[r + 1]):
+                c = t_cols[e]
+                if c >= 0 and (own_val[c] if own_row[c] == r else col_bias[c]) > half_mask:
+                    z_sum += math.exp(np.float64(t_logits[e]) / tau_t - z_max)
+        has_t = z_sum > 0.0 and alpha > 0.0
+        has_p = n_pos > 0
+        w_p = 0.0
+        w_t = 0.0
+        if has_p and has_t:
+            w_p = 1.0 - alpha
+            w_t = alpha
+        elif has_p:
+            w_p = 1.0
+        elif has_t:
+            w_t = 1.0
+        each = np.float32(w_p / n_pos) if n_pos > 0 else np.float32(0.0)
+        for i in range(n_pos):
+            tgt_val[tbuf[i]] = each
+        if w_t > 0.0:
+            scale = w_t / z_sum
+            for e in range(t_indptr[r], t_indptr[r + 1]):
+                c = t_cols[e]
+                if c >= 0 and (own_val[c] if own_row[c] == r else col_bias[c]) > half_mask:
+                    if tgt_row[c] != r:
+                        tgt_row[c] = r
+                        tgt_val[c] = 0.0
+                        tbuf[kt] = c
+                        kt += 1
+                    w = scale * math.exp(np.float64(t_logits[e]) / tau_t - z_max)
+                    tgt_val[c] = np.float32(np.float64(tgt_val[c]) + w)
+        _sort_prefix(tbuf, kt)
+        for i in range(kt):
+            c = tbuf[i]
+            if tgt_val[c] != 0.0:
+                tg_cols[nt] = c
+                tg_vals[nt] = tgt_val[c]
+                nt += 1
+        tg_indptr[r + 1] = nt
+    return (col_bias, ex_rows[:m].copy(), ex_cols[:m].copy(), ex_vals[:m].copy(), tg_indptr,
+            tg_cols[:nt].copy(), tg_vals[:nt].copy())
+
+
+def assemble_candidates_sparse(num_rows, pos_indptr, pos_ids, t_indptr, t_ids, t_logits,
+                               h_indptr, h_ids, r_ids, r_log_ec, alpha, tau_t, correct_positives,
+                               share_columns, teacher_candidates, mask_value):
+    """Sparse-layout twin of :func:`assemble_candidates` (same inputs, no ``out``).
+
+    Composes :func:`candidate_union` and :func:`fill_sparse`. Returns ``(cand_ids i64[C],
+    is_sampled bool[C], col_bias f32[C], ex_rows i64[m], ex_cols i64[m], ex_vals f32[m],
+    tg_indptr i64[B+1], tg_cols i64[nnz], tg_vals f32[nnz], pos_cols, t_cols, h_cols)``.
+    """
+    cand, is_sampled, neg_off, pos_cols, t_cols, h_cols = candidate_union(
+        pos_ids, t_ids, h_ids, r_ids, r_log_ec, teacher_candidates)
+    sparse = fill_sparse(num_rows, pos_indptr, pos_cols, t_indptr, t_cols, t_logits, h_indptr,
+                         h_cols, is_sampled, neg_off, alpha, tau_t, correct_positives,
+                         share_columns, teacher_candidates, mask_value)
+    return (cand, is_sampled) + tuple(sparse) + (pos_cols, t_cols, h_cols)
+
+
+def assemble_candidates_sparse_ref(num_rows, pos_indptr, pos_ids, t_indptr, t_ids, t_logits,
+                                   h_indptr, h_ids, r_ids, r_log_ec, alpha, tau_t,
+                                   correct_positives, share_columns, teacher_candidates,
+                                   mask_value):
+    """Vectorised numpy reference of :func:`assemble_candidates_sparse` (np.unique over cell
+    keys ``row * C + col``, searchsorted, bincount, ufunc.at; no B x C array, no Python loop).
+    Same outputs; target values equal up to fp32 rounding (summed in float64 here)."""
+    B = num_rows
+    cand, is_sampled, neg_off, pos_cols, t_cols, h_cols = _union_ref(
+        pos_ids, t_ids, h_ids, r_ids, r_log_ec, teacher_candidates)
+    C = len(cand)
+    base = np.float32(0.0) if share_columns else np.float32(mask_value)
+    col_bias = np.where(is_sampled, neg_off, base).astype(np.float32)
+    rows_p = np.repeat(np.arange(B, dtype=np.int64), np.diff(pos_indptr))
+    rows_t = np.repeat(np.arange(B, dtype=np.int64), np.diff(t_indptr))
+    rows_h = np.repeat(np.arange(B, dtype=np.int64), np.diff(h_indptr))
+
+    # own cells (H, T if candidates, P); a P cell's value wins (rule 1), others are 0 (rule 2)
+    pkey = np.unique(rows_p * C + pos_cols)
+    det = [pkey, rows_h * C + h_cols] + ([rows_t * C + t_cols] if teacher_candidates else [])
+    okey = np.unique(np.concatenate(det))
+    ocol = okey % C if C else okey
+    is_p = np.isin(okey, pkey, assume_unique=True)
+    oval = np.where(is_p & correct_positives & is_sampled[ocol], neg_off[ocol],
+                    np.float32(0.0)).astype(np.float32)
+    ex = oval != col_bias[ocol]
+    ex_rows = okey[ex] // C if C else okey[ex]
+    ex_cols, ex_vals = ocol[ex], oval[ex]
+
+    # teacher visibility: the cell's bias is its own value if it is an own cell, else col_bias
+    vis = t_cols >= 0
+    tkey = rows_t[vis] * C + t_cols[vis]
+    where = np.searchsorted(okey, tkey)
+    where_c = np.minimum(where, max(len(okey) - 1, 0))
+    found = (where < len(okey)) & (okey[where_c] == tkey) if len(okey) else np.zeros(
+        len(tkey), dtype=bool)
+    cell_bias = np.where(found, oval[where_c] if len(okey) else 0, col_bias[t_cols[vis]])
+    vis[vis] = cell_bias > 0.5 * mask_value
+
+    z = np.asarray(t_logits, dtype=np.float64) / tau_t
+    z_max = np.full(B, -np.inf)
+    np.maximum.at(z_max, rows_t[vis], z[vis])
+    ez = np.zeros(len(z))
+    ez[vis] = np.exp(z[vis] - z_max[rows_t[vis]])
+    z_sum = np.bincount(rows_t[vis], weights=ez[vis], minlength=B)
+    prow = pkey // C if C else pkey
+    n_pos = np.bincount(prow, minlength=B)
+    has_t = (z_sum > 0) & (alpha > 0)
+    has_p = n_pos > 0
+    w_p = np.where(has_p & has_t, 1.0 - alpha, np.where(has_p, 1.0, 0.0))
+    w_t = np.where(has_p & has_t, alpha, np.where(has_t & ~has_p, 1.0, 0.0))
+    tv = vis & has_t[rows_t]
+    p_w = (w_p / np.maximum(n_pos, 1))[prow].astype(np.float32).astype(np.float64)
+    t_w = (w_t / np.where(z_sum > 0, z_sum, 1.0))[rows_t[tv]] * ez[tv]
+    key, inv = np.unique(np.concatenate([pkey, rows_t[tv] * C + t_cols[tv]]),
+                         return_inverse=True)
+    val = np.bincount(inv.ravel(), weights=np.concatenate([p_w, t_w]),
+                      minlength=len(key)).astype(np.float32)
+    nz = val != 0
+    key, val = key[nz], val[nz]
+    tg_rows = key // C if C else key
+    tg_indptr = np.zeros(B + 1, dtype=np.int64)
+    np.cumsum(np.bincount(tg_rows, minlength=B), out=tg_indptr[1:])
+    tg_cols = key % C if C else key
+    return (cand, is_sampled, col_bias, ex_rows.astype(np.int64), ex_cols.astype(np.int64),
+            ex_vals, tg_indptr, tg_cols.astype(np.int64), val, pos_cols, t_cols, h_cols)
+
+
+def sparse_to_dense(num_rows, col_bias, ex_rows, ex_cols, ex_vals, tg_indptr, tg_cols, tg_vals):
+    """Densify the sparse layout: ``(logit_bias f32[B, C], targets f32[B, C])`` (tests and
+    debugging; the training path never builds them)."""
+    C = col_bias.shape[0]
+    bias = np.empty((num_rows, C), dtype=np.float32)
+    bias[:] = col_bias[None, :]
+    bias[ex_rows, ex_cols] = ex_vals
+    targets = np.zeros((num_rows, C), dtype=np.float32)
+    rows = np.repeat(np.arange(num_rows, dtype=np.int64), np.diff(tg_indptr))
+    targets[rows, tg_cols] = tg_vals
+    return bias, targets

@@ -1,13 +1,24 @@
-"""Candidate-assembly kernel against its vectorised reference, and its rules by hand."""
+"""Candidate-assembly kernels (dense and sparse layouts) against their vectorised references,
+and their rules by hand."""
 
+import importlib.util
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from _random_csr import random_csr
+# the shared helper sits next to this file; pytest runs with --import-mode=importlib, which puts
+# no test folder on sys.path, so it is loaded by path
+_spec = importlib.util.spec_from_file_location("_random_csr", Path(__file__).with_name(
+    "_random_csr.py"))
+_helper = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_helper)
+random_csr = _helper.random_csr
 
-from xmr.kernels.assembly import assemble_candidates, assemble_candidates_ref
+from xmr.kernels.assembly import (assemble_candidates, assemble_candidates_ref,
+                                  assemble_candidates_sparse, assemble_candidates_sparse_ref,
+                                  sparse_to_dense)
 from xmr.kernels.correction import MASK_VALUE
 
 
@@ -71,3 +82,71 @@ def test_rules_by_hand():
     # correct_positives: the positive 4 was drawn once -> offset 1; sharing unmasks row 0 col 2
     _, _, bias, _, _, _, _ = assemble_candidates(2, *args, 0.5, 1.0, True, True, True, MASK_VALUE)
     np.testing.assert_array_equal(bias[0], np.array([1, 0, 0, s9], np.float32))
+
+
+SPARSE_NAMES = ["cand", "is_sampled", "col_bias", "ex_rows", "ex_cols", "ex_vals", "tg_indptr",
+                "tg_cols", "tg_vals", "pos_cols", "t_cols", "h_cols"]
+
+
+@pytest.mark.parametrize("B,L,m", [(1, 1, 0), (1, 1, 3), (5, 3, 4), (17, 60, 25), (40, 5000, 100)])
+def test_sparse_matches_dense_and_reference(B, L, m):
+    """Sparse kernel: densified it equals the dense kernel bit for bit; it equals its
+    vectorised reference (targets up to fp32 rounding); its layout invariants hold."""
+    rng = np.random.default_rng(B + L + m)
+    for has_t, has_h in [(False, False), (True, False), (True, True), (False, True)]:
+        args = _case(rng, random_csr, B, L, has_t, has_h, m)
+        p_ptr, _, t_ptr, _, _, h_ptr = args[:6]
+        for alpha, tau in [(0.0, 1.0), (0.3, 0.5), (1.0, 2.0)]:
+            for cp, share, tc in SWITCHES:
+                dense = assemble_candidates(B, *args, alpha, tau, cp, share, tc, MASK_VALUE)
+                got = assemble_candidates_sparse(B, *args, alpha, tau, cp, share, tc, MASK_VALUE)
+                ref = assemble_candidates_sparse_ref(B, *args, alpha, tau, cp, share, tc,
+                                                     MASK_VALUE)
+                for name, g, r in zip(SPARSE_NAMES, got, ref):
+                    assert g.dtype == r.dtype, name
+                    if name == "tg_vals":
+                        np.testing.assert_allclose(g, r, rtol=1e-6, atol=1e-7, err_msg=name)
+                    else:
+                        np.testing.assert_array_equal(g, r, err_msg=name)
+                cand, _, col_bias, er, ec, ev, tp, tcols, tvals = got[:9]
+                bias, targets = sparse_to_dense(B, *got[2:9])
+                np.testing.assert_array_equal(bias, dense[2])
+                np.testing.assert_array_equal(targets, dense[3])
+                # exceptions: sorted unique cells that differ from the column default, at most
+                # one per own P/T/H entry (the per-row visibility list when not sharing)
+                key = er * len(cand) + ec
+                assert np.all(np.diff(key) > 0)
+                assert np.all(ev != col_bias[ec])
+                n_own = p_ptr[-1] + h_ptr[-1] + (t_ptr[-1] if tc else 0)
+                assert len(er) <= n_own
+                # targets: CSR with ascending columns per row and nonzero values only
+                assert tp[0] == 0 and tp[-1] == len(tcols) and np.all(np.diff(tp) >= 0)
+                rows = np.repeat(np.arange(B), np.diff(tp))
+                assert np.all(np.diff(rows * len(cand) + tcols) > 0)
+                assert np.all(tvals != 0)
+
+
+def test_sparse_rules_by_hand():
+    """The example of test_rules_by_hand in the sparse layout."""
+    m_ = MASK_VALUE
+    args = (np.array([0, 1, 1]), np.array([4]),
+            np.array([0, 2, 2]), np.array([4, 6]), np.array([0.0, np.log(3.0)], np.float32),
+            np.array([0, 0, 1]), np.array([8]),
+            np.array([6, 9, 9, 4]), np.array([-1.0, -1.0, -1.0, -1.0]))
+    s9 = np.float32(1.0 + np.log(2.0))
+    (cand, is_s, col_bias, er, ec, ev, tp, tcols, tvals, *_) = assemble_candidates_sparse(
+        2, *args, 0.5, 1.0, False, False, True, MASK_VALUE)
+    assert cand.tolist() == [4, 6, 8, 9]
+    # columns 4, 6 sampled (offset 1), 8 deterministic (hidden by default: no sharing), 9 twice
+    np.testing.assert_array_equal(col_bias, np.array([1, 1, m_, s9], np.float32))
+    # row 0 owns 4 (P) and 6 (T): their random draws are absorbed; row 1 sees its H column 8
+    assert list(zip(er.tolist(), ec.tolist(), ev.tolist())) == [(0, 0, 0.0), (0, 1, 0.0),
+                                                               (1, 2, 0.0)]
+    assert tp.tolist() == [0, 2, 2] and tcols.tolist() == [0, 1]
+    np.testing.assert_allclose(tvals, [0.5 + 0.5 * 0.25, 0.5 * 0.75], rtol=1e-6)
+    # sharing: column 8 visible to everyone (default 0): only the absorbed draws remain;
+    # correct_positives: row 0's positive 4 keeps its offset, so only column 6 is an exception
+    (_, _, col_bias, er, ec, ev, *_) = assemble_candidates_sparse(
+        2, *args, 0.5, 1.0, True, True, True, MASK_VALUE)
+    np.testing.assert_array_equal(col_bias, np.array([1, 1, 0, s9], np.float32))
+    assert list(zip(er.tolist(), ec.tolist(), ev.tolist())) == [(0, 1, 0.0)]

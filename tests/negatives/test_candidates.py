@@ -1,5 +1,6 @@
-"""assemble_batch / correct_logits: validation, copies-vs-collapse equivalence, and the
-statistical consistency of the corrected sampled softmax (DESIGN.md §5)."""
+"""assemble_batch / correct_logits: validation, copies-vs-collapse equivalence, the
+statistical consistency of the corrected sampled softmax (DESIGN.md §5), and the sparse layout
+(densifies to the dense one; its loss has the dense loss's values and gradients)."""
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ import torch
 
 from xmr.negatives import (MASK_VALUE, UnigramSampler, assemble_batch, correct_logits,
                            log_expected_count)
+from xmr.negatives.candidates import SparseCandidateBatch
 
 
 def _positives(rng, B, L, max_pos=3):
@@ -164,3 +166,101 @@ def test_correct_logits_bad_buffer():
         correct_logits(np.zeros((2, 3)), [0, 1, 2], np.zeros(3), np.zeros(3, bool), [0, 0, 0], [])
     assert str(e.value) == ("buf: expected a writable C-contiguous float32 array [B, C], got "
                             "ndarray dtype=float64 shape=(2, 3)")
+
+
+def _random_batch(rng, B, L):
+    """CSR inputs with empty rows, in-row duplicates, ids 0 and L-1 and cross-row collisions."""
+    pool = np.unique(np.r_[rng.integers(0, L, 25), 0, L - 1])
+
+    def csr(k):
+        counts = rng.integers(0, k + 1, B)
+        counts[rng.random(B) < 0.2] = 0
+        ids = rng.choice(pool, int(counts.sum()))
+        dup = np.flatnonzero(rng.random(len(ids)) < 0.15)
+        ids[dup[dup > 0]] = ids[dup[dup > 0] - 1]
+        return np.r_[0, np.cumsum(counts)].astype(np.int64), ids.astype(np.int64)
+
+    p_ptr, p_ids = csr(4)
+    t_ptr, t_ids = csr(5)
+    h_ptr, h_ids = csr(3)
+    r_ids = rng.choice(pool, 30).astype(np.int64)
+    lec = {int(i): rng.normal(-1, 2) for i in pool}
+    sampled = (r_ids, np.array([lec[int(i)] for i in r_ids]))
+    teacher = (t_ptr, t_ids, rng.normal(0, 2, len(t_ids)).astype(np.float32))
+    return p_ptr, p_ids, teacher, (h_ptr, h_ids), sampled
+
+
+SWITCHES = [(cp, share, tc) for cp in (False, True) for share in (False, True)
+            for tc in (False, True)]
+
+
+@pytest.mark.parametrize("cp,share,tc", SWITCHES)
+def test_sparse_layout_densifies_to_the_dense_layout(cp, share, tc):
+    rng = np.random.default_rng(int(cp) + 2 * int(share) + 4 * int(tc))
+    for B, L in [(1, 1), (3, 2), (16, 50), (40, 4000)]:
+        p_ptr, p_ids, teacher, mined, sampled = _random_batch(rng, B, L)
+        for alpha in (0.0, 0.4, 1.0):
+            kw = dict(teacher=teacher, mined=mined, sampled=sampled, alpha=alpha, tau_t=0.7,
+                      correct_positives=cp, share_columns=share, teacher_candidates=tc,
+                      num_labels=L)
+            dense = assemble_batch(p_ptr, p_ids, **kw)
+            sparse = assemble_batch(p_ptr, p_ids, layout="sparse", **kw)
+            assert isinstance(sparse, SparseCandidateBatch) and sparse.num_rows == B
+            back = sparse.to_dense()
+            for name in ("cand_ids", "logit_bias", "targets", "is_sampled", "pos_cols"):
+                np.testing.assert_array_equal(getattr(back, name), getattr(dense, name),
+                                              err_msg=name)
+            assert sparse.col_bias.dtype == sparse.ex_vals.dtype == sparse.t_vals.dtype \
+                == np.float32
+            assert sparse.ex_rows.dtype == sparse.t_cols.dtype == np.int64
+            # no sharing: the exceptions are each row's visibility list, never B x C cells
+            assert sparse.ex_rows.size <= p_ids.size + mined[1].size + (teacher[1].size if tc
+                                                                        else 0)
+
+
+@pytest.mark.parametrize("cp,share", [(False, False), (True, False), (False, True),
+                                      (True, True)])
+def test_sparse_loss_equals_dense_loss_values_and_gradients(cp, share):
+    """The loss on the sparse layout (index_put of the exceptions, CSR targets) has the value
+    and the gradient w.r.t. the logits of candidate_loss on the dense layout, masked cells
+    included (zero gradient there)."""
+    from xmr.objectives.loss import candidate_loss, sparse_candidate_loss
+
+    rng = np.random.default_rng(7 + 2 * cp + share)
+    B, L = 24, 300
+    p_ptr, p_ids, teacher, mined, sampled = _random_batch(rng, B, L)
+    kw = dict(teacher=teacher, mined=mined, sampled=sampled, alpha=0.3, tau_t=1.5,
+              correct_positives=cp, share_columns=share, num_labels=L)
+    dense = assemble_batch(p_ptr, p_ids, **kw)
+    sparse = assemble_batch(p_ptr, p_ids, layout="sparse", **kw)
+    s = torch.tensor(rng.normal(0, 3, (B, sparse.num_candidates)), dtype=torch.float32)
+    s1 = s.clone().requires_grad_(True)
+    l1 = sparse_candidate_loss(s1, sparse)
+    (g1,) = torch.autograd.grad(l1, [s1])
+    s2 = s.clone().requires_grad_(True)
+    l2 = candidate_loss(s2 + torch.from_numpy(dense.logit_bias), torch.from_numpy(dense.targets))
+    (g2,) = torch.autograd.grad(l2, [s2])
+    torch.testing.assert_close(l1, l2, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g1, g2, rtol=1e-5, atol=1e-7)
+    masked = torch.from_numpy(dense.logit_bias == MASK_VALUE)
+    assert bool(masked.any()) != share and torch.all(g1[masked] == 0)
+    per_row = sparse_candidate_loss(s, sparse, reduction="none")
+    assert per_row.shape == (B,) and torch.isfinite(per_row).all()
+    empty = np.diff(sparse.t_indptr) == 0  # rows without targets contribute no loss
+    assert torch.all(per_row[torch.from_numpy(empty)] == 0)
+    # no candidate at all (no positive, nothing sampled): zero loss, no NaN
+    none = assemble_batch([0, 0, 0], [], num_labels=5, layout="sparse")
+    assert none.num_candidates == 0
+    assert sparse_candidate_loss(torch.zeros(2, 0), none, reduction="none").tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(layout="csr"), "layout: expected one of 'dense', 'sparse', got 'csr'"),
+    (dict(layout="sparse", out=(np.zeros(4, np.float32), np.zeros(4, np.float32))),
+     "out: expected None with layout='sparse' (output buffers are for the dense layout), "
+     "got a tuple"),
+])
+def test_layout_bad_input_messages(kwargs, message):
+    with pytest.raises(ValueError) as e:
+        assemble_batch([0, 1], [1], num_labels=10, **kwargs)
+    assert str(e.value) == message

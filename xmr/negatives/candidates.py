@@ -11,19 +11,33 @@ row must not see, and ``targets = (1 - alpha) * uniform(P) + alpha * q^t``. See
 :mod:`xmr.kernels.assembly` for the exact rules (priorities, duplicates, empty rows) and
 :mod:`xmr.kernels.correction` for the mask value and the copies-kept variant.
 
-Public API: :func:`assemble_batch` → :class:`CandidateBatch`; :func:`correct_logits` (in-place
-correction of a buffer whose columns may hold copies of sampled ids); :data:`MASK_VALUE`.
+The same content also comes in a **sparse layout** (``assemble_batch(..., layout="sparse")`` →
+:class:`SparseCandidateBatch`), the one the training loss uses: a per-column bias ``col_bias``
+plus the few row-specific exceptions (COO), and the targets as CSR over the columns. It never
+allocates a ``B x C`` array (the dense layout writes 2 x 32 MB at B = 1,024, C = 8,192) and
+densifies exactly to the dense layout (:meth:`SparseCandidateBatch.to_dense`)::
+
+    z = logits[:, cand_ids] / tau_s + col_bias          # then z[ex_rows, ex_cols] = s + ex_vals
+    loss_r = LSE(z[r]) * sum(t_vals[r]) - sum_k t_vals[k] * z[r, t_cols[k]]
+
+Public API: :func:`assemble_batch` → :class:`CandidateBatch` or :class:`SparseCandidateBatch`;
+:func:`correct_logits` (in-place correction of a buffer whose columns may hold copies of sampled
+ids); :data:`MASK_VALUE`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import numpy as np
 
-__all__ = ["CandidateBatch", "assemble_batch", "correct_logits", "MASK_VALUE"]
+__all__ = ["CandidateBatch", "SparseCandidateBatch", "assemble_batch", "correct_logits",
+           "MASK_VALUE", "LAYOUTS"]
+
+#: accepted values of ``assemble_batch(layout=...)``
+LAYOUTS = ("dense", "sparse")
 
 #: value of masked cells in ``logit_bias`` (finite: a fully masked row never yields NaN);
 #: the same constant as :data:`xmr.kernels.correction.MASK_VALUE`.
@@ -51,6 +65,76 @@ class CandidateBatch:
     @property
     def num_candidates(self) -> int:
         return int(self.cand_ids.shape[0])
+
+
+@dataclass
+class SparseCandidateBatch:
+    """A batch's shared candidate set in the sparse layout (no ``B x C`` array).
+
+    cand_ids    i64[C]        label id of each column (as :class:`CandidateBatch`)
+    col_bias    f32[C]        per-column bias: ``-b_j`` on sampled columns; elsewhere 0 if
+                              ``share_columns``, else :data:`MASK_VALUE` (the column is hidden
+                              by default and each row's own cells are exceptions: a per-row
+                              visibility list of |P ∪ T ∪ H| cells instead of ~B·C masked ones)
+    ex_rows, ex_cols i64[m], ex_vals f32[m]
+                              cells whose bias differs from ``col_bias`` (COO, sorted by
+                              (row, col), no duplicates): absorbed random draws of a row's own
+                              P/T/H ids, uncorrected positives, and the visibility list above
+    t_indptr    i64[B+1]      targets as CSR over columns (``t_`` = targets here, not teacher):
+    t_cols      i64[nnz]      columns ascending within a row, nonzero values only;
+    t_vals      f32[nnz]      each row sums to 1, or is empty (a row without positives or
+                              teacher mass contributes no loss)
+    is_sampled  bool[C], pos_cols i64[nnz_P]: as :class:`CandidateBatch`
+
+    ``logit_bias[r, c] = ex_vals[k]`` for ``(r, c) = (ex_rows[k], ex_cols[k])``, else
+    ``col_bias[c]``; :meth:`to_dense` rebuilds the dense layout bit for bit.
+    """
+
+    cand_ids: np.ndarray
+    col_bias: np.ndarray
+    ex_rows: np.ndarray
+    ex_cols: np.ndarray
+    ex_vals: np.ndarray
+    t_indptr: np.ndarray
+    t_cols: np.ndarray
+    t_vals: np.ndarray
+    is_sampled: np.ndarray
+    pos_cols: np.ndarray
+
+    @property
+    def num_candidates(self) -> int:
+        return int(self.cand_ids.shape[0])
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.t_indptr.shape[0] - 1)
+
+    def target_rows(self) -> np.ndarray:
+        """Row of each target entry, ``i64[nnz]`` (the CSR expanded to COO)."""
+        return np.repeat(np.arange(self.num_rows, dtype=np.int64), np.diff(self.t_indptr))
+
+    def target_bias(self) -> np.ndarray:
+        """``logit_bias`` at each target entry, ``f32[nnz]`` (an exception's value where the
+        target cell is one, else ``col_bias``): a binary search of the sorted exception keys."""
+        C = self.num_candidates
+        out = self.col_bias[self.t_cols]
+        if self.ex_rows.size and self.t_cols.size:
+            ex_key = self.ex_rows * C + self.ex_cols
+            t_key = self.target_rows() * C + self.t_cols
+            k = np.minimum(np.searchsorted(ex_key, t_key), ex_key.size - 1)
+            hit = ex_key[k] == t_key
+            out[hit] = self.ex_vals[k[hit]]
+        return out
+
+    def to_dense(self) -> CandidateBatch:
+        """The same batch in the dense layout (``logit_bias``, ``targets`` f32[B, C]): exactly
+        what ``layout="dense"`` returns for the same inputs."""
+        from xmr.kernels.assembly import sparse_to_dense
+
+        bias, targets = sparse_to_dense(self.num_rows, self.col_bias, self.ex_rows, self.ex_cols,
+                                        self.ex_vals, self.t_indptr, self.t_cols, self.t_vals)
+        return CandidateBatch(cand_ids=self.cand_ids, logit_bias=bias, targets=targets,
+                              is_sampled=self.is_sampled, pos_cols=self.pos_cols)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -112,8 +196,8 @@ def assemble_batch(pos_indptr, pos_ids, *, teacher: Optional[Tuple] = None,
                    mined: Optional[Tuple] = None, sampled: Optional[Tuple] = None,
                    alpha: float = 0.0, tau_t: float = 1.0, correct_positives: bool = False,
                    share_columns: bool = True, teacher_candidates: bool = True,
-                   num_labels: int, out: Optional[Tuple[np.ndarray, np.ndarray]] = None
-                   ) -> CandidateBatch:
+                   num_labels: int, out: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+                   layout: str = "dense") -> Union[CandidateBatch, SparseCandidateBatch]:
     """Build the shared candidate set of a batch, its logit bias and its targets.
 
     pos_indptr i64[B+1], pos_ids i64[nnz]: the positives of each row (CSR).
@@ -133,10 +217,19 @@ def assemble_batch(pos_indptr, pos_ids, *, teacher: Optional[Tuple] = None,
     out: optional pair of flat float32 buffers (each of at least B*C elements) to reuse across
         batches: ``logit_bias`` and ``targets`` are then views into them, valid until the next
         call (saves the first-touch cost of 2*B*C*4 fresh bytes per batch, the largest part of
-        the assembly time at B=1024, C=8192).
+        the assembly time at B=1024, C=8192). Dense layout only.
+    layout: ``"dense"`` (:class:`CandidateBatch`, ``logit_bias``/``targets`` f32[B, C]) or
+        ``"sparse"`` (:class:`SparseCandidateBatch`: per-column bias + exceptions, CSR targets;
+        what :class:`~xmr.objectives.loss.UnifiedObjective` uses).
 
     Raises ValueError naming the argument, what was expected and what came.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout: expected one of {', '.join(map(repr, LAYOUTS))}, got "
+                         f"{layout!r}")
+    if out is not None and layout != "dense":
+        raise ValueError(f"out: expected None with layout={layout!r} (output buffers are for the "
+                         f"dense layout), got a {type(out).__name__}")
     if isinstance(num_labels, bool) or not isinstance(num_labels, (int, np.integer)) \
             or num_labels < 1:
         raise ValueError(f"num_labels: expected a positive int, got {num_labels!r}")
@@ -173,6 +266,19 @@ def assemble_batch(pos_indptr, pos_ids, *, teacher: Optional[Tuple] = None,
                              f"arrays")
         r_ids = _ids("sampled ids", sampled[0], num_labels)
         r_lec = _finite_float("sampled log_expected_count", sampled[1], r_ids.size, np.float64)
+
+    if layout == "sparse":
+        from xmr.kernels.assembly import assemble_candidates_sparse
+
+        (cand, is_s, col_bias, ex_rows, ex_cols, ex_vals, tg_ptr, tg_cols, tg_vals, pos_cols,
+         _, _) = assemble_candidates_sparse(
+            B, pos_indptr, pos_ids, t_indptr, t_ids, t_logits, h_indptr, h_ids, r_ids, r_lec,
+            float(alpha), float(tau_t), bool(correct_positives), bool(share_columns),
+            bool(teacher_candidates), MASK_VALUE)
+        return SparseCandidateBatch(cand_ids=cand, col_bias=col_bias, ex_rows=ex_rows,
+                                    ex_cols=ex_cols, ex_vals=ex_vals, t_indptr=tg_ptr,
+                                    t_cols=tg_cols, t_vals=tg_vals, is_sampled=is_s,
+                                    pos_cols=pos_cols)
 
     from xmr.kernels.assembly import assemble_candidates
 
