@@ -26,9 +26,8 @@ a random top-K (K = 20) with random logits — a stand-in with the right shapes,
 miner's index rebuild is timed once and amortised over ``refresh_every`` steps; without faiss
 the ``double-distill`` step runs without mined negatives (recorded).
 
-The candidate step mirrors :class:`xmr.objectives.loss.UnifiedObjective`'s candidate path
-(sampler → ``assemble_batch`` → ``candidate_logits`` → ``candidate_loss``) and moves the
-host-built offsets and targets to the device, which that class does not do at this commit.
+Both steps call :class:`xmr.objectives.loss.UnifiedObjective` itself (the candidate path builds
+the sparse candidate layout on the host and moves it to the device).
 
 The JSON carries the anchors of DESIGN.md §11 (Renée ≈ 24.5k samples/s at 2.8M labels on one
 V100 with a 64-d bottleneck; an H100 ≈ 800 TFLOP/s bf16, so the output layer alone is bounded
@@ -136,32 +135,6 @@ def _batch(rng, L: int, B: int, K: int):
     return pos, teacher
 
 
-def _candidate_loss(objective, emb, table, pos, teacher, mined, step: int, dev, timings: dict):
-    """The candidate path of ``UnifiedObjective.__call__`` with the [B, C] arrays on ``dev``."""
-    import torch
-
-    from xmr.negatives.candidates import assemble_batch
-    from xmr.objectives.loss import candidate_loss
-    from xmr.objectives.targets import truncate_rows
-
-    cfg = objective.cfg
-    t0 = time.perf_counter()
-    teacher = truncate_rows(teacher[0], cfg.teacher_k, teacher[1], teacher[2])
-    rng = np.random.default_rng([objective.seed, int(step)])
-    sampled = objective.sampler.sample(cfg.num_random, rng, unique=cfg.unique_sampling)
-    batch = assemble_batch(pos[0], pos[1], teacher=teacher, mined=mined, sampled=sampled,
-                           alpha=cfg.alpha, tau_t=cfg.tau_t,
-                           correct_positives=cfg.correct_positives,
-                           share_columns=cfg.share_columns, num_labels=objective.num_labels,
-                           teacher_candidates=bool(cfg.teacher_negatives))
-    bias = torch.from_numpy(batch.logit_bias).to(dev, non_blocking=True)
-    targets = torch.from_numpy(batch.targets).to(dev, non_blocking=True)
-    timings["assembly"] += time.perf_counter() - t0
-    x = emb / cfg.tau_s if cfg.tau_s != 1.0 else emb
-    logits = table.candidate_logits(x, torch.from_numpy(batch.cand_ids), logit_bias=bias)
-    return candidate_loss(logits, targets), batch.num_candidates
-
-
 def _need_bytes(preset: str, L: int, d: int, B: int, chunk: int, es: int) -> float:
     """Rough device memory of a step: W, its gradient, the optimizer's temporaries, buffers."""
     if preset == "softmax":  # dense grad + RowAdagrad's fp32 copy and update of it
@@ -209,7 +182,6 @@ def run_config(dev, preset: str, L: int, d: int, args, free_bytes) -> dict:
                 refresh_s = clock() - t0
                 row.update(refresh_s=refresh_s, refresh_every=args.refresh_every,
                            index_on_gpu=bool(miner.index_.shards_[0].on_gpu))
-        timings = {"assembly": 0.0}
         n_cand = []
 
         def step(t: int) -> dict:
@@ -222,14 +194,9 @@ def run_config(dev, preset: str, L: int, d: int, args, free_bytes) -> dict:
             if miner is not None:
                 mined = miner.mine(emb.detach().float().cpu().numpy(), pos[0], pos[1])
             t2 = clock()
-            a0 = timings["assembly"]
-            if preset == "softmax":
-                loss, _ = objective(emb, table, pos, teacher, None, step=t)
-                n_cand.append(L)
-            else:
-                loss, c = _candidate_loss(objective, emb, table, pos, teacher, mined, t, dev,
-                                          timings)
-                n_cand.append(c)
+            a0 = objective.timings["assemble"] + objective.timings["sample"]
+            loss, info = objective(emb, table, pos, teacher, mined, step=t)
+            n_cand.append(info["num_candidates"])
             opt_enc.zero_grad(set_to_none=True)
             opt_tab.zero_grad(set_to_none=True)
             loss.backward()
@@ -237,7 +204,7 @@ def run_config(dev, preset: str, L: int, d: int, args, free_bytes) -> dict:
             opt_enc.step()
             opt_tab.step()
             t4 = clock()
-            tm["assembly"] = timings["assembly"] - a0
+            tm["assembly"] = objective.timings["assemble"] + objective.timings["sample"] - a0
             tm["mining"] = t2 - t1 + (refresh_s / args.refresh_every if miner else 0.0)
             tm["forward_backward"] = (t1 - t0) + (t3 - t2) - tm["assembly"]
             tm["optimizer"] = t4 - t3

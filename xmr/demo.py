@@ -35,10 +35,10 @@ STUDENT_PRESETS = ("softmax", "sampled", "mined", "distill", "double-distill")
 
 @dataclass
 class DemoSettings:
-    teacher_dim: int = 512
-    teacher_epochs: int = 6
-    student_dim: int = 128
-    student_epochs: int = 6
+    teacher_dim: int = 256
+    teacher_epochs: int = 4
+    student_dim: int = 96
+    student_epochs: int = 4
     teacher_k: int = 32
     batch_size: int = 256
     presets: tuple = STUDENT_PRESETS
@@ -47,7 +47,7 @@ class DemoSettings:
 
     @classmethod
     def quick(cls) -> "DemoSettings":
-        return cls(teacher_dim=128, teacher_epochs=2, student_dim=64, student_epochs=2, teacher_k=16)
+        return cls(teacher_dim=64, teacher_epochs=1, student_dim=32, student_epochs=1, teacher_k=16)
 
 
 def _timed_predict(predict, n: int):

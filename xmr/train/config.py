@@ -57,8 +57,8 @@ class MinerConfig:
 class OptimConfig:
     epochs: int = 5
     batch_size: int = 256
-    lr_encoder: float = 2e-3  #: Adam on the encoder
-    lr_table: float = 0.1  #: row-wise Adagrad on the label table (touches only used rows)
+    lr_encoder: float = 5e-3  #: Adam on the encoder (SparseAdam on the input bag)
+    lr_table: float = 0.03  #: row-wise Adagrad on the label table (touches only used rows)
     full_softmax_chunk: int = 65536  #: labels per chunk of the exact softmax
 
 
