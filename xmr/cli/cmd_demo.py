@@ -25,6 +25,12 @@ def register(p: argparse.ArgumentParser) -> None:
                    help="comma-separated student presets (default: softmax,sampled,mined,distill,double-distill)")
     p.add_argument("--epochs", type=int, default=None, help="epochs of the teacher and of every student")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of training")
+    p.add_argument("--teacher-folds", type=int, default=None,
+                   help="cross-fit the teacher: scores of each training point come from a teacher "
+                        "trained on the other folds")
+    p.add_argument("--tau-t", type=float, default=None, help="teacher temperature for the students")
+    p.add_argument("--teacher-dim", type=int, default=None)
+    p.add_argument("--student-dim", type=int, default=None)
     p.add_argument("--out", default="xmr-demo.json", help="where to write the results JSON (default: %(default)s)")
     p.add_argument("--workdir", default=None, help="keep the teacher, its store and checkpoints here")
     p.set_defaults(func=run)
@@ -44,6 +50,9 @@ def run(args) -> int:
         bad = [x for x in s.presets if x not in PRESETS]
         if bad:
             raise SystemExit(f"xmr demo: unknown preset(s) {bad}; valid: {', '.join(PRESETS)}")
+    for name in ("teacher_folds", "tau_t", "teacher_dim", "student_dim"):
+        if getattr(args, name) is not None:
+            setattr(s, name, getattr(args, name))
     if args.epochs:
         s.teacher_epochs = s.student_epochs = args.epochs
     result = run_demo(s, workdir=args.workdir)

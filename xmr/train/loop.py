@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,7 +294,8 @@ class Trainer:
         n_batches = (len(self.train_rows) + bs - 1) // bs
         total = n_batches * cfg.optim.epochs
         bar = tqdm(total=total, initial=self.step, disable=not self.progress,
-                   desc=f"train {self.loss_cfg.preset}", unit="step", dynamic_ncols=True)
+                   desc=f"train {self.loss_cfg.preset}", unit="step", dynamic_ncols=True,
+                   mininterval=0.5 if sys.stderr.isatty() else 30.0)
         t_start = time.perf_counter()
         samples = 0
         interrupted = False
