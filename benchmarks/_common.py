@@ -85,6 +85,15 @@ def write_result(name: str, config: dict, results, path: "Path | None" = None) -
     return path
 
 
+def vmhwm_bytes() -> int:
+    """Peak resident memory of this process so far (Linux ``VmHWM``), in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def best_time(fn: Callable[[], object], repeat: int = 3, warmup: int = 1) -> float:
     """Minimum wall time of ``fn()`` over ``repeat`` runs after ``warmup`` runs (seconds)."""
     for _ in range(warmup):

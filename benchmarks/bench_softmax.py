@@ -47,15 +47,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import RESULTS, write_result  # noqa: E402
+from benchmarks._common import RESULTS, vmhwm_bytes, write_result  # noqa: E402
 
 
-def _vmhwm_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _worker(cfg: dict) -> dict:
@@ -93,16 +87,16 @@ def _worker(cfg: dict) -> dict:
 
     # baselines: W alone; W plus a gradient-sized buffer, touched
     sync()
-    base_w = torch.cuda.max_memory_allocated() if cuda else _vmhwm_bytes()
+    base_w = torch.cuda.max_memory_allocated() if cuda else vmhwm_bytes()
     table.weight.grad = torch.ones_like(table.weight)
     sync()
-    base = torch.cuda.max_memory_allocated() if cuda else _vmhwm_bytes()
+    base = torch.cuda.max_memory_allocated() if cuda else vmhwm_bytes()
     table.weight.grad = None
     out = {}
 
     def peak():
         sync()
-        now = torch.cuda.max_memory_allocated() if cuda else _vmhwm_bytes()
+        now = torch.cuda.max_memory_allocated() if cuda else vmhwm_bytes()
         out["peak_over_weights_bytes"] = now - base_w  # gradient included
         return max(0, now - base)
 

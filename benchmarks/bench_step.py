@@ -58,18 +58,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import RESULTS, write_result  # noqa: E402
+from benchmarks._common import RESULTS, vmhwm_bytes, write_result  # noqa: E402
 
 PRESETS = ("softmax", "sampled", "mined", "double-distill")
 COMPONENTS = ("encoder", "assembly", "mining", "logits_loss", "optimizer")
 
 
-def _vmhwm_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 # ------------------------------------------------------------------------------------ data
@@ -155,7 +149,7 @@ def _worker(cfg: dict) -> dict:
         x0, pos0, t0_ = batches[0]
         objective(enc(x0[:2]), table, (pos0[0][:3], pos0[1][:pos0[0][2]]),
                   (t0_[0][:3], t0_[1][:t0_[0][2]], t0_[2][:t0_[0][2]]), None, step=0)
-    base = _vmhwm_bytes()
+    base = vmhwm_bytes()
 
     refresh_s = 0.0
     if miner is not None:  # the first build, timed: amortised over refresh_every steps below
@@ -204,7 +198,7 @@ def _worker(cfg: dict) -> dict:
     for t in range(warm):
         step(t)
     steps = [step(warm + t) for t in range(timed)]
-    peak = max(0, _vmhwm_bytes() - base)
+    peak = max(0, vmhwm_bytes() - base)
     if miner is not None:
         assert miner.stats()["refreshes"] == 1, "timed steps must not rebuild the index"
         for s in steps:

@@ -48,18 +48,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import RESULTS, write_result  # noqa: E402
+from benchmarks._common import RESULTS, vmhwm_bytes, write_result  # noqa: E402
 
 log = logging.getLogger("scaling_run")
 CACHE = RESULTS / "tmp" / "scaling_cache"
-
-
-def _vmhwm_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 # ------------------------------------------------------------------------------------ data
@@ -139,7 +131,7 @@ def train(cfg: dict, data: dict) -> dict:
                               use_gpu=False, seed=cfg["seed"],
                               index_params=dict(nlist=cfg["nlist"], nprobe=cfg["nprobe"],
                                                 train_points_per_list=cfg["train_per_list"]))
-    base_rss = _vmhwm_bytes()
+    base_rss = vmhwm_bytes()
     steps_per_epoch = (n + B - 1) // B
     t_mine = t_all = 0.0
     step, history = 0, []
@@ -183,8 +175,8 @@ def train(cfg: dict, data: dict) -> dict:
         "mining_share": t_mine / t_all, "refreshes": st["refreshes"],
         "refresh_seconds_total": st["refresh_time_s"],
         "assembly_share": sum(objective.timings.values()) / t_all,
-        "peak_rss_gib": _vmhwm_bytes() / 2**30,
-        "peak_extra_over_model_and_data_gib": (_vmhwm_bytes() - base_rss) / 2**30,
+        "peak_rss_gib": vmhwm_bytes() / 2**30,
+        "peak_extra_over_model_and_data_gib": (vmhwm_bytes() - base_rss) / 2**30,
         "history": history,
     }
     return {"enc": enc, "table": table, "run": run}

@@ -88,6 +88,18 @@ def _slot(keys, key):
         i = (i + 1) & mask
 
 
+@njit(cache=True, inline="always")
+def _insert(keys, vals, cand, n_c, key):
+    """Column of ``key`` in the union, adding it as column ``n_c`` when new: ``(col, n_c')``."""
+    s = _slot(keys, key)
+    if keys[s] == -1:
+        keys[s] = key
+        vals[s] = n_c
+        cand[n_c] = key
+        n_c += 1
+    return vals[s], n_c
+
+
 @njit(cache=True)
 def candidate_union(pos_ids, t_ids, h_ids, r_ids, r_log_ec, teacher_candidates):
     """Union of the batch's candidate ids (first-appearance order P, T, H, R) by hashing.
@@ -110,42 +122,18 @@ def candidate_union(pos_ids, t_ids, h_ids, r_ids, r_log_ec, teacher_candidates):
 
     pos_cols = np.empty(n_p, dtype=np.int64)
     for i in range(n_p):
-        s = _slot(keys, pos_ids[i])
-        if keys[s] == -1:
-            keys[s] = pos_ids[i]
-            vals[s] = n_c
-            cand[n_c] = pos_ids[i]
-            n_c += 1
-        pos_cols[i] = vals[s]
+        pos_cols[i], n_c = _insert(keys, vals, cand, n_c, pos_ids[i])
     t_cols = np.empty(n_t, dtype=np.int64)
     if teacher_candidates:
         for i in range(n_t):
-            s = _slot(keys, t_ids[i])
-            if keys[s] == -1:
-                keys[s] = t_ids[i]
-                vals[s] = n_c
-                cand[n_c] = t_ids[i]
-                n_c += 1
-            t_cols[i] = vals[s]
+            t_cols[i], n_c = _insert(keys, vals, cand, n_c, t_ids[i])
     h_cols = np.empty(n_h, dtype=np.int64)
     for i in range(n_h):
-        s = _slot(keys, h_ids[i])
-        if keys[s] == -1:
-            keys[s] = h_ids[i]
-            vals[s] = n_c
-            cand[n_c] = h_ids[i]
-            n_c += 1
-        h_cols[i] = vals[s]
+        h_cols[i], n_c = _insert(keys, vals, cand, n_c, h_ids[i])
     r_count = np.zeros(n_all, dtype=np.int64)
     r_lec = np.zeros(n_all, dtype=np.float64)
     for i in range(n_r):
-        s = _slot(keys, r_ids[i])
-        if keys[s] == -1:
-            keys[s] = r_ids[i]
-            vals[s] = n_c
-            cand[n_c] = r_ids[i]
-            n_c += 1
-        c = vals[s]
+        c, n_c = _insert(keys, vals, cand, n_c, r_ids[i])
         if r_count[c] == 0:
             r_lec[c] = r_log_ec[i]
         r_count[c] += 1
