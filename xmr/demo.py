@@ -1,7 +1,8 @@
 """``xmr demo``: the whole pipeline on the embedded real dataset ``debian-deps``.
 
 1. baselines: label popularity and TF-IDF k-NN;
-2. a teacher: a larger model trained with the exact sharded softmax over all labels;
+2. a teacher: a larger model trained with the exact sharded softmax over all labels, cross-fitted
+   (two teachers, each scoring the half of the training points it did not see);
 3. its top-K exported to a teacher store (memory-mapped during training);
 4. the same small student trained with each loss preset — ``softmax``, ``sampled``, ``mined``,
    ``distill``, ``double-distill`` — for the same number of epochs;
@@ -40,7 +41,7 @@ class DemoSettings:
     student_dim: int = 96
     student_epochs: int = 4
     teacher_k: int = 32
-    teacher_folds: int = 1  #: > 1: out-of-fold teacher scores for the training points (cross-fitting)
+    teacher_folds: int = 2  #: > 1: out-of-fold teacher scores for the training points (cross-fitting)
     tau_t: float = 1.0  #: teacher temperature of the distilling students
     batch_size: int = 256
     presets: tuple = STUDENT_PRESETS

@@ -10,7 +10,8 @@ HELP = "train a teacher and every student preset on the embedded debian-deps dat
 DESCRIPTION = """\
 Run xmr's whole pipeline offline on the embedded real dataset debian-deps (Debian bookworm
 packages; labels = their dependencies): baselines (popularity, TF-IDF k-NN), a teacher trained
-with the exact sharded softmax, its exported top-K, then one small student per loss preset
+with the exact sharded softmax (cross-fitted: each training point is scored by a teacher that
+did not see it), its exported top-K, then one small student per loss preset
 (softmax, sampled, mined, distill, double-distill) for the same number of epochs. Prints
 P@1/3/5, PSP@1/3/5, training time and prediction ms/query next to omikuji's and napkinXC's
 reference scores, and writes the table as JSON.
