@@ -170,9 +170,14 @@ def _kernels():
             + source_line(res))
 
 
+@renderer("index_debian")
+def _index_debian():
+    return _index("bench_index_debian")
+
+
 @renderer("index")
-def _index():
-    res = load("bench_index")
+def _index(name="bench_index"):
+    res = load(name)
     if res is None:
         return None
     rows = [[f"{r['num_labels']:,}", r["dim"], r["factory"], f"{r['build_s']:.1f}", f"{r['queries_per_s']:.0f}",

@@ -165,3 +165,30 @@ def test_validation_messages(data):
         HardNegativeMiner(L, num_negatives=0)
     with pytest.raises(ValueError, match=r"^k: expected an integer >= 1, got 0$"):
         HardNegativeMiner(L, k=0)
+
+
+def test_mips_to_l2_keeps_the_inner_product_ranking():
+    """The Bachrach et al. reduction: exact L2 search over augmented rows returns the exact
+    inner-product top-k, also when row norms vary a lot (as in a trained label table)."""
+    from xmr.negatives.index import exact_search, mips_augment, mips_augment_queries
+
+    rng = np.random.default_rng(0)
+    W = (rng.normal(size=(500, 16)) * rng.lognormal(0, 1, size=(500, 1))).astype(np.float32)
+    Q = rng.normal(size=(40, 16)).astype(np.float32)
+    _, want = exact_search(W, Q, 10)
+    _, got = exact_search(mips_augment(W), mips_augment_queries(Q), 10, metric="l2")
+    np.testing.assert_array_equal(got, want)
+
+
+def test_miner_with_and_without_the_transform_agree_on_flat():
+    from xmr.negatives.miner import HardNegativeMiner
+
+    rng = np.random.default_rng(1)
+    W = (rng.normal(size=(300, 8)) * rng.lognormal(0, 1, size=(300, 1))).astype(np.float32)
+    Q = rng.normal(size=(12, 8)).astype(np.float32)
+    ptr = np.arange(13, dtype=np.int64)
+    pos = rng.integers(0, 300, 12)
+    a = HardNegativeMiner(300, k=7, factory="Flat", mips_to_l2=True).refresh(W).mine(Q, ptr, pos)
+    b = HardNegativeMiner(300, k=7, factory="Flat", mips_to_l2=False).refresh(W).mine(Q, ptr, pos)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])

@@ -22,7 +22,7 @@ from typing import Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from xmr.negatives.index import LabelIndex, _as_matrix
+from xmr.negatives.index import LabelIndex, _as_matrix, mips_augment, mips_augment_queries
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,9 @@ class HardNegativeMiner:
     num_negatives: sample this many from the shortlist, uniformly without replacement (seeded);
         ``None`` keeps the whole shortlist.
     factory, use_gpu, index_params: how the :class:`LabelIndex` is built and searched.
+    mips_to_l2: index ``[w, sqrt(M² − ||w||²)]`` under L2 instead of ``w`` under inner product
+        (:func:`~xmr.negatives.index.mips_augment`): the same ranking, and approximate indexes
+        keep their recall on trained tables whose row norms vary (default True).
     seed: seeds the sampling and the index's training.
 
     After ``refresh`` the attribute ``index_`` holds the current index and
@@ -80,7 +83,7 @@ class HardNegativeMiner:
     def __init__(self, num_labels: int, k: int = 50, refresh_every: int = 1000,
                  skip_top: int = 0, num_negatives: Optional[int] = None,
                  factory: str = "HNSW32", use_gpu: Union[str, bool] = "auto", seed: int = 0,
-                 index_params: Optional[Dict] = None):
+                 index_params: Optional[Dict] = None, mips_to_l2: bool = True):
         self.num_labels = _int_arg("num_labels", num_labels, 1)
         self.k = _int_arg("k", k, 1)
         self.refresh_every = _int_arg("refresh_every", refresh_every, 1)
@@ -90,6 +93,7 @@ class HardNegativeMiner:
         self.use_gpu = use_gpu
         self.seed = int(seed)
         self.index_params = dict(index_params or {})
+        self.mips_to_l2 = bool(mips_to_l2)
         self.index_: Optional[LabelIndex] = None
         self.last_refresh_step_: Optional[int] = None
         self._rng = np.random.default_rng(self.seed)
@@ -104,8 +108,12 @@ class HardNegativeMiner:
         if W.ndim != 2 or W.shape[0] != self.num_labels:
             raise ValueError(f"W: expected shape ({self.num_labels}, d), got {W.shape}")
         t0 = time.perf_counter()
-        self.index_ = LabelIndex.build(W, factory=self.factory, use_gpu=self.use_gpu,
-                                       seed=self.seed, **self.index_params)
+        if self.mips_to_l2:
+            self.index_ = LabelIndex.build(mips_augment(W), factory=self.factory, metric="l2",
+                                           use_gpu=self.use_gpu, seed=self.seed, **self.index_params)
+        else:
+            self.index_ = LabelIndex.build(W, factory=self.factory, use_gpu=self.use_gpu,
+                                           seed=self.seed, **self.index_params)
         dt = time.perf_counter() - t0
         self._stats["refreshes"] += 1
         self._stats["refresh_time_s"] += dt
@@ -150,7 +158,9 @@ class HardNegativeMiner:
             raise RuntimeError("HardNegativeMiner.mine: no index yet; call refresh(W) or "
                                "maybe_refresh(step, get_W) first")
         t0 = time.perf_counter()
-        Q = _as_matrix("Q", Q, dim=self.index_.dim)
+        Q = _as_matrix("Q", Q, dim=self.index_.dim - int(self.mips_to_l2))
+        if self.mips_to_l2:
+            Q = mips_augment_queries(Q)
         B = Q.shape[0]
         indptr, ids = _check_csr(B, self.num_labels, pos_indptr, pos_ids)
         max_pos = int(np.diff(indptr).max()) if B else 0
