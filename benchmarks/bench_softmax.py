@@ -47,7 +47,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import RESULTS, vmhwm_bytes, write_result  # noqa: E402
+from benchmarks._common import vmhwm_bytes, write_result  # noqa: E402
 
 
 

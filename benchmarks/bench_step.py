@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import subprocess
 import sys
 import tempfile
@@ -58,7 +57,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import RESULTS, vmhwm_bytes, write_result  # noqa: E402
+from benchmarks._common import vmhwm_bytes, write_result  # noqa: E402
 
 PRESETS = ("softmax", "sampled", "mined", "double-distill")
 COMPONENTS = ("encoder", "assembly", "mining", "logits_loss", "optimizer")

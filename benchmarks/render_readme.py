@@ -165,7 +165,6 @@ def _kernels():
         f = r["freq"]
         rows.append(["streaming frequency estimator (50 steps)", f"{f['kernel_s'] * 1e3:.1f} ms",
                      f"{f['ref_s'] * 1e3:.1f} ms", f"{f['ref_s'] / f['kernel_s']:.1f}x", ""])
-    cfg = a or r.get("correction", {})
     return (table(["kernel (B = 1,024, C ≈ 8k, L = 1M)", "Numba", "vectorised numpy reference", "ratio", "goal"], rows)
             + source_line(res))
 

@@ -3,7 +3,6 @@ model-parallel label table, data-parallel encoder (sparse input gradients averag
 
 import socket
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist

@@ -37,7 +37,6 @@ def register(p) -> None:
 
 
 def run_export(args) -> int:
-    import hashlib
 
     from xmr.cli._common import load_split
     from xmr.teachers.store import from_topk

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Optional, Tuple, Union
+from typing import Optional, Union
 
 import numpy as np
 
