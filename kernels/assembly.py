@@ -89,6 +89,20 @@ def _slot(keys, key):
 
 
 @njit(cache=True, inline="always")
+def _target_weights(n_pos, z_sum, alpha):
+    """Weights of y and q^t in a(x) = w_p·y + w_t·q^t: (1−α, α); a row with no positives puts
+    everything on the teacher, a row with no (visible) teacher mass everything on y."""
+    has_t = z_sum > 0.0 and alpha > 0.0
+    if n_pos > 0 and has_t:
+        return 1.0 - alpha, alpha
+    if n_pos > 0:
+        return 1.0, 0.0
+    if has_t:
+        return 0.0, 1.0
+    return 0.0, 0.0
+
+
+@njit(cache=True, inline="always")
 def _insert(keys, vals, cand, n_c, key):
     """Column of ``key`` in the union, adding it as column ``n_c`` when new: ``(col, n_c')``."""
     s = _slot(keys, key)
@@ -217,17 +231,7 @@ def fill_bias_targets(bias, targets, pos_indptr, pos_cols, t_indptr, t_cols, t_l
                 c = t_cols[e]
                 if c >= 0 and row[c] > half_mask:
                     z_sum += math.exp(np.float64(t_logits[e]) / tau_t - z_max)
-        has_t = z_sum > 0.0 and alpha > 0.0
-        has_p = n_pos > 0
-        w_p = 0.0
-        w_t = 0.0
-        if has_p and has_t:
-            w_p = 1.0 - alpha
-            w_t = alpha
-        elif has_p:
-            w_p = 1.0
-        elif has_t:
-            w_t = 1.0
+        w_p, w_t = _target_weights(n_pos, z_sum, alpha)
         each = np.float32(w_p / n_pos) if n_pos > 0 else np.float32(0.0)
         for e in range(pos_indptr[r], pos_indptr[r + 1]):
             trow[pos_cols[e]] = each
@@ -489,17 +493,7 @@ def fill_sparse(num_rows, pos_indptr, pos_cols, t_indptr, t_cols, t_logits, h_in
                 c = t_cols[e]
                 if c >= 0 and (own_val[c] if own_row[c] == r else col_bias[c]) > half_mask:
                     z_sum += math.exp(np.float64(t_logits[e]) / tau_t - z_max)
-        has_t = z_sum > 0.0 and alpha > 0.0
-        has_p = n_pos > 0
-        w_p = 0.0
-        w_t = 0.0
-        if has_p and has_t:
-            w_p = 1.0 - alpha
-            w_t = alpha
-        elif has_p:
-            w_p = 1.0
-        elif has_t:
-            w_t = 1.0
+        w_p, w_t = _target_weights(n_pos, z_sum, alpha)
         each = np.float32(w_p / n_pos) if n_pos > 0 else np.float32(0.0)
         for i in range(n_pos):
             tgt_val[tbuf[i]] = each
