@@ -16,11 +16,11 @@ did not see it), its exported top-K, then one small student per loss preset
 P@1/3/5, PSP@1/3/5, training time and prediction ms/query next to omikuji's and napkinXC's
 reference scores, and writes the table as JSON.
 
-A default run takes about 10 minutes on 2 CPU cores; --quick about a minute."""
+A default run takes about 7 minutes on 2 CPU cores; --quick under two minutes."""
 
 
 def register(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", action="store_true", help="small models, 2 epochs (about a minute)")
+    p.add_argument("--quick", action="store_true", help="small models, 1 epoch (under two minutes)")
     p.add_argument("--baselines-only", action="store_true", help="only the popularity and k-NN baselines")
     p.add_argument("--presets", default=None,
                    help="comma-separated student presets (default: softmax,sampled,mined,distill,double-distill)")
