@@ -42,3 +42,7 @@ class ChecksumError(XMRError, ValueError):
 
 class MetadataMismatchError(XMRError, ValueError):
     """A saved artefact (index, model, teacher store) does not match what it is used with."""
+
+
+class ConfigError(XMRError, ValueError):
+    """A configuration value or key is invalid (unknown key, wrong type, unknown preset)."""

@@ -21,6 +21,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
+from xmr.errors import ConfigError  # noqa: E402
+
 PROPOSALS = ("uniform", "log-uniform", "unigram")
 
 
@@ -44,7 +46,7 @@ class LossConfig:
     def resolved(self) -> "LossConfig":
         """Fill every ``None`` field from the preset; raise on an unknown preset or bad value."""
         if self.preset not in PRESETS:
-            raise ValueError(f"unknown loss preset {self.preset!r}; valid presets: {', '.join(PRESETS)}")
+            raise ConfigError(f"unknown loss preset {self.preset!r}; valid presets: {', '.join(PRESETS)}")
         base = {**_DEFAULTS, **PRESETS[self.preset]}
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for k, v in values.items():
@@ -56,16 +58,16 @@ class LossConfig:
 
     def validate(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"loss.alpha must be in [0, 1], got {self.alpha}")
+            raise ConfigError(f"loss.alpha must be in [0, 1], got {self.alpha}")
         if self.tau_t <= 0 or self.tau_s <= 0:
-            raise ValueError(f"temperatures must be > 0, got tau_t={self.tau_t}, tau_s={self.tau_s}")
+            raise ConfigError(f"temperatures must be > 0, got tau_t={self.tau_t}, tau_s={self.tau_s}")
         if self.proposal not in PROPOSALS:
-            raise ValueError(f"unknown proposal {self.proposal!r}; valid: {', '.join(PROPOSALS)}")
+            raise ConfigError(f"unknown proposal {self.proposal!r}; valid: {', '.join(PROPOSALS)}")
         if self.num_random < 0 or self.teacher_k < 0:
-            raise ValueError("loss.num_random and loss.teacher_k must be >= 0")
+            raise ConfigError("loss.num_random and loss.teacher_k must be >= 0")
         if not self.all_labels and not (self.num_random or self.mined or self.teacher_negatives
                                         or self.share_columns):
-            raise ValueError("a candidate-set loss needs negatives: set num_random > 0, mined, "
+            raise ConfigError("a candidate-set loss needs negatives: set num_random > 0, mined, "
                              "teacher_negatives or share_columns")
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from xmr.errors import ConfigError
 from xmr.objectives.config import LossConfig
 
 
@@ -96,17 +97,17 @@ class TrainConfig:
         d = self.to_dict()
         for a in assignments:
             if "=" not in a:
-                raise ValueError(f"--set expects key=value, got {a!r}")
+                raise ConfigError(f"--set expects key=value, got {a!r}")
             key, raw = a.split("=", 1)
             node = d
             parts = key.strip().split(".")
             for p in parts[:-1]:
                 if not isinstance(node.get(p), dict):
-                    raise ValueError(f"unknown config key {key!r}: {p!r} is not a section; "
+                    raise ConfigError(f"unknown config key {key!r}: {p!r} is not a section; "
                                      f"sections are {sorted(k for k, v in d.items() if isinstance(v, dict))}")
                 node = node[p]
             if parts[-1] not in node:
-                raise ValueError(f"unknown config key {key!r}; valid keys here: {sorted(node)}")
+                raise ConfigError(f"unknown config key {key!r}; valid keys here: {sorted(node)}")
             try:
                 value = json.loads(raw)
             except json.JSONDecodeError:
@@ -117,11 +118,11 @@ class TrainConfig:
 
 def _from_dict(cls, d: Dict[str, Any], prefix: str):
     if not isinstance(d, dict):
-        raise ValueError(f"config section {prefix or '<root>'!r} must be an object, got {type(d).__name__}")
+        raise ConfigError(f"config section {prefix or '<root>'!r} must be an object, got {type(d).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(d) - set(fields)
     if unknown:
-        raise ValueError(f"unknown config key(s) {sorted(prefix + k for k in unknown)}; "
+        raise ConfigError(f"unknown config key(s) {sorted(prefix + k for k in unknown)}; "
                          f"valid keys: {sorted(prefix + k for k in fields)}")
     hints = typing.get_type_hints(cls)
     kwargs = {}
@@ -144,22 +145,22 @@ def _coerce(tp, value, key):
         origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (list, List):
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"config key {key!r}: expected a list, got {value!r}")
+            raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")
         return [_coerce(args[0], v, key) for v in value] if args else list(value)
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ValueError(f"config key {key!r}: expected true or false, got {value!r}")
+        raise ConfigError(f"config key {key!r}: expected true or false, got {value!r}")
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"config key {key!r}: expected an integer, got {value!r}")
+            raise ConfigError(f"config key {key!r}: expected an integer, got {value!r}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"config key {key!r}: expected a number, got {value!r}")
+            raise ConfigError(f"config key {key!r}: expected a number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ValueError(f"config key {key!r}: expected a string, got {value!r}")
+            raise ConfigError(f"config key {key!r}: expected a string, got {value!r}")
         return value
     return value
