@@ -51,6 +51,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         # Errors caused by the user's input: one clear line, no traceback.
         print(f"xmr {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except (ValueError, FileNotFoundError) as exc:
+        # Validation errors raised by the library at its boundary: one line too, unless -vv
+        # asks for the traceback.
+        if args.verbose >= 2:
+            raise
+        print(f"xmr {args.command}: error: {exc} (run with -vv for the traceback)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
