@@ -23,6 +23,10 @@ def main():
     ap.add_argument("--teacher-k", type=int, default=32)
     ap.add_argument("--export-k", type=int, default=0, help="export a top-K teacher store of the training set")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--folds", type=int, default=1,
+                    help="cross-fitting: train on the training rows outside --fold and export the "
+                         "top-K of the rows in it (the demo's split of rows into folds)")
+    ap.add_argument("--fold", type=int, default=0)
     a = ap.parse_args()
     import torch
 
@@ -33,6 +37,11 @@ def main():
     from xmr.train.loop import Trainer
 
     ds = load_debian_deps()
+    n_trn = ds.X_trn.shape[0]
+    fit_rows = out_rows = np.arange(n_trn)
+    if a.folds > 1:  # same fold assignment as xmr.demo
+        fold_of = np.random.default_rng([0, 31]).integers(0, a.folds, n_trn)
+        fit_rows, out_rows = np.flatnonzero(fold_of != a.fold), np.flatnonzero(fold_of == a.fold)
     cfg = TrainConfig(teacher=a.teacher_store, eval_every=0)
     cfg.model.dim = a.dim
     cfg.optim.epochs = a.epochs
@@ -41,15 +50,18 @@ def main():
     cfg.data.valid_fraction = 0.0
     teacher = TeacherStore.load(a.teacher_store) if a.teacher_store and cfg.loss.resolved().needs_teacher else None
     t0 = time.perf_counter()
-    res = Trainer(cfg, ds.X_trn, ds.Y_trn, teacher=teacher, progress=False).fit()
+    res = Trainer(cfg, ds.X_trn[fit_rows], ds.Y_trn[fit_rows], teacher=teacher, progress=False).fit()
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     _, ids = res.model.predict(ds.X_tst, 5)
     pred_s = time.perf_counter() - t0
     a.out.mkdir(parents=True, exist_ok=True)
     if a.export_k:
-        s, i = res.model.predict(ds.X_trn, a.export_k)
-        from_topk(i, s, ds.num_labels, {"source": f"xmr {a.preset} d={a.dim}"}).save(a.out / "teacher_store")
+        s, i = res.model.predict(ds.X_trn[out_rows], a.export_k)
+        if a.folds > 1:  # one part of a cross-fitted store; bench_peers merges the parts
+            np.savez(a.out / "teacher_part.npz", rows=out_rows, ids=i, scores=s)
+        else:
+            from_topk(i, s, ds.num_labels, {"source": f"xmr {a.preset} d={a.dim}"}).save(a.out / "teacher_store")
     np.save(a.out / "ids.npy", ids)
     (a.out / "result.json").write_text(json.dumps({
         "method": f"xmr {a.preset} (d={a.dim})", "train_s": train_s,
