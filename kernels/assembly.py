@@ -181,16 +181,8 @@ def fill_bias_targets(bias, targets, pos_indptr, pos_cols, t_indptr, t_cols, t_l
     """
     num_rows = bias.shape[0]
     n_c = bias.shape[1]
-    n_samp = 0
-    for c in range(n_c):
-        if is_sampled[c]:
-            n_samp += 1
-    samp_cols = np.empty(n_samp, dtype=np.int64)
-    k = 0
-    for c in range(n_c):
-        if is_sampled[c]:
-            samp_cols[k] = c
-            k += 1
+    samp_cols = np.nonzero(is_sampled)[0].astype(np.int64)
+    n_samp = samp_cols.shape[0]
     base = np.float32(0.0) if share_columns else mask_value
     half_mask = 0.5 * mask_value
     for r in range(num_rows):

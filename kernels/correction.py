@@ -53,16 +53,8 @@ def correct_logits(buf, cand_ids, offset, is_sampled, pos_indptr, pos_ids, corre
     n_cols = buf.shape[1]
     order = np.argsort(cand_ids, kind="mergesort")  # stable: equal ids in column order
     sorted_ids = cand_ids[order]
-    n_samp = 0
-    for j in range(n_cols):
-        if is_sampled[j]:
-            n_samp += 1
-    samp_cols = np.empty(n_samp, dtype=np.int64)
-    k = 0
-    for j in range(n_cols):
-        if is_sampled[j]:
-            samp_cols[k] = j
-            k += 1
+    samp_cols = np.nonzero(is_sampled)[0].astype(np.int64)
+    n_samp = samp_cols.shape[0]
     # state per column while processing a row: 0 normal, 1 masked, 2 positive column kept as is
     state = np.zeros(n_cols, dtype=np.int8)
     touched = np.empty(n_cols, dtype=np.int64)
