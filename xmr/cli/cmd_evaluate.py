@@ -12,6 +12,10 @@ def register(p) -> None:
     p.add_argument("--model", required=True, help="model folder (OUT/model of `xmr train`)")
     add_dataset_args(p)
     p.add_argument("--ks", default="1,3,5", help="cut-offs (default: %(default)s)")
+    p.add_argument("--by-frequency", action="store_true",
+                   help="also P@1 and PSP@1 per bucket of the training frequency of each test "
+                        "point's most frequent positive (0, 1-4, 5-19, 20-99, 100-999, >= 1000)")
+    p.add_argument("--plot", default=None, metavar="PNG", help="with --by-frequency: draw it to this PNG")
     p.set_defaults(func=run)
 
 
@@ -38,5 +42,13 @@ def run(args) -> int:
     inv = inverse_propensity(ds.Y_trn, A=ds.prop_a, B=ds.prop_b)
     m = evaluate(Y, ids, ks=ks, inv_prop=inv, filter_pairs=pairs)
     m["predict_ms_per_query"] = ms
+    if args.by_frequency:
+        from xmr.eval.frequency import by_frequency
+
+        m["by_frequency"] = by_frequency(ds.Y_trn, Y, ids, inv, filter_pairs=pairs)
+        if args.plot:
+            from xmr.eval.frequency import plot_by_frequency
+
+            plot_by_frequency({str(args.model): m["by_frequency"]}, args.plot)
     print(json.dumps(m, indent=2))
     return 0
