@@ -89,7 +89,7 @@ class LossConfig:
 _DEFAULTS = dict(
     preset="softmax", all_labels=False, alpha=0.0, tau_t=1.0, tau_s=1.0, teacher_k=20,
     teacher_negatives=False, mined=False, num_random=0, proposal="unigram", proposal_beta=0.5,
-    unique_sampling=True, correct_positives=False, share_columns=True, reduction="pal-n",
+    unique_sampling=True, correct_positives=False, share_columns=True, reduction="decoupled",
 )
 
 PRESETS = {

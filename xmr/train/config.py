@@ -91,7 +91,7 @@ class TrainConfig:
     #: stop after this many evaluations without a better held-out score (0 = never) and, with
     #: held-out rows, end with the weights of the best evaluation (early stopping, as in
     #: Prechelt, *Early Stopping — But When?*, 1998); the checkpoint keeps the best state
-    early_stopping_patience: int = 0
+    early_stopping_patience: int = 2
     early_stopping_metric: str = "P@1"  #: the held-out metric that early stopping watches
     restore_best: bool = True  #: end with the best evaluated weights (needs eval_every > 0)
     threads: int = 0  #: torch intra-op threads (0 = leave torch's default)
