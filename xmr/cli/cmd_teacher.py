@@ -9,7 +9,7 @@ A teacher store holds, for every training point, the teacher's top-K labels and 
 (CSR: int32 ids, fp16 logits; memory-mapped during training).
 
   xmr teacher export --model runs/teacher/model --dataset debian-deps -k 32 --out runs/tstore
-  xmr teacher import --scores preds.txt --num-rows N -k 32 --probabilities --out runs/tstore
+  xmr teacher import --scores preds.txt -k 32 --probabilities --out runs/tstore
 
 `import` reads scores in the sparse text format (header `rows cols`, then `label:score ...` per
 row), e.g. another library's predictions on the training set; --probabilities stores log(p) as
@@ -17,6 +17,8 @@ the logit so that softmax over the top-K gives back the renormalised probabiliti
 
 
 def register(p) -> None:
+    from xmr.cli._types import positive_int
+
     from xmr.cli._common import add_dataset_args
 
     sub = p.add_subparsers(dest="action", metavar="ACTION")
@@ -24,12 +26,12 @@ def register(p) -> None:
     e.add_argument("--model", required=True)
     add_dataset_args(e)
     e.set_defaults(split="train")
-    e.add_argument("-k", type=int, default=32)
+    e.add_argument("-k", type=positive_int, default=32, help="labels kept per row (default: %(default)s)")
     e.add_argument("--out", required=True)
     e.set_defaults(func=run_export)
     i = sub.add_parser("import", help="import external scores in sparse text format")
     i.add_argument("--scores", required=True)
-    i.add_argument("-k", type=int, default=32)
+    i.add_argument("-k", type=positive_int, default=32, help="labels kept per row (default: %(default)s)")
     i.add_argument("--probabilities", action="store_true", help="scores are probabilities: store log(p)")
     i.add_argument("--out", required=True)
     i.set_defaults(func=run_import)

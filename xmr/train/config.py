@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 
 from xmr.errors import ConfigError
 from xmr.objectives.config import LossConfig
+from xmr.utils.validation import check_device_name, check_int, check_number, read_json
 
 
 @dataclass
@@ -27,6 +28,10 @@ class DataConfig:
     valid_fraction: float = 0.05  #: held-out part of the training rows for periodic evaluation
     test_fraction: float = 0.2  #: debian-deps only: the seeded train/test split
     split_seed: int = 0  #: debian-deps only
+
+    def validate(self, prefix: str = "data.") -> None:
+        check_number(prefix + "valid_fraction", self.valid_fraction, 0.0, 1.0, hi_open=True)
+        check_number(prefix + "test_fraction", self.test_fraction, 0.0, 1.0, True, True)
 
 
 @dataclass
@@ -42,6 +47,13 @@ class ModelConfig:
     num_shards: int = 1  #: label shards within this process
     label_bias: bool = False
 
+    def validate(self, prefix: str = "model.") -> None:
+        check_int(prefix + "dim", self.dim, 1)
+        for i, h in enumerate(self.hidden):
+            check_int(f"{prefix}hidden[{i}]", h, 1)
+        check_number(prefix + "dropout", self.dropout, 0.0, 1.0, hi_open=True)
+        check_int(prefix + "num_shards", self.num_shards, 1)
+
 
 @dataclass
 class MinerConfig:
@@ -53,6 +65,13 @@ class MinerConfig:
     skip_top: int = 0  #: ranks skipped at the top (likely false negatives)
     factory: str = "HNSW32"
 
+    def validate(self, prefix: str = "miner.") -> None:
+        check_int(prefix + "k", self.k, 1)
+        if self.num_negatives is not None:
+            check_int(prefix + "num_negatives", self.num_negatives, 0)
+        check_int(prefix + "refresh_every", self.refresh_every, 1)
+        check_int(prefix + "skip_top", self.skip_top, 0)
+
 
 @dataclass
 class OptimConfig:
@@ -61,6 +80,13 @@ class OptimConfig:
     lr_encoder: float = 5e-3  #: Adam on the encoder (SparseAdam on the input bag)
     lr_table: float = 0.03  #: row-wise Adagrad on the label table (touches only used rows)
     full_softmax_chunk: int = 65536  #: labels per chunk of the exact softmax
+
+    def validate(self, prefix: str = "optim.") -> None:
+        check_int(prefix + "epochs", self.epochs, 1)
+        check_int(prefix + "batch_size", self.batch_size, 1)
+        check_number(prefix + "lr_encoder", self.lr_encoder, 0.0, lo_open=True)
+        check_number(prefix + "lr_table", self.lr_table, 0.0, lo_open=True)
+        check_int(prefix + "full_softmax_chunk", self.full_softmax_chunk, 1)
 
 
 @dataclass
@@ -77,6 +103,18 @@ class TrainConfig:
     threads: int = 0  #: torch intra-op threads (0 = leave torch's default)
     device: str = "auto"  #: "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
 
+    def validate(self) -> "TrainConfig":
+        """Check every value's range (``KEY: expected X, got Y`` as :class:`ConfigError`);
+        :meth:`from_dict` calls it, so a config read from JSON or ``--set`` is always checked."""
+        for name in ("data", "model", "miner", "optim"):
+            getattr(self, name).validate(name + ".")
+        check_int("seed", self.seed, 0)
+        check_int("eval_every", self.eval_every, 0)
+        check_int("checkpoint_every", self.checkpoint_every, 0)
+        check_int("threads", self.threads, 0)
+        check_device_name("device", self.device)
+        return self
+
     # ------------------------------------------------------------------ JSON round trip
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -86,11 +124,16 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
-        return _from_dict(cls, d, "")
+        return _from_dict(cls, d, "").validate()
 
     @classmethod
     def from_json(cls, path) -> "TrainConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a config file; errors name the file (and the line, for bad JSON)."""
+        d = read_json(path, "a JSON object of config sections")
+        try:
+            return cls.from_dict(d)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
 
     def with_overrides(self, assignments: List[str]) -> "TrainConfig":
         """Apply ``key=value`` overrides (dotted keys, JSON values; bare words are strings)."""
