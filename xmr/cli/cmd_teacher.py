@@ -71,6 +71,12 @@ def run_import(args) -> int:
         S.data = np.log(np.maximum(S.data, 1e-30)).astype(np.float32)
     meta = {"source": "imported scores", "scores": str(args.scores), "scores_sha256": sha256_file(args.scores),
             "probabilities": bool(args.probabilities), "temperature": 1.0, "k": args.k}
-    from_scores_csr(S, args.k, meta).save(args.out)
+    from xmr.errors import XMRError
+
+    try:
+        store = from_scores_csr(S, args.k, meta)
+    except ValueError as exc:
+        raise XMRError(f"{args.scores}: {exc}") from None
+    store.save(args.out)
     print(f"teacher store with top-{args.k} of {S.shape[0]} rows written to {args.out}")
     return 0

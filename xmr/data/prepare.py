@@ -464,13 +464,15 @@ def load_prepared(name: str, root: Optional[PathLike] = None) -> XMCDataset:
     """
     from xmr.data.formats import read_npz
 
+    from xmr.utils.validation import check_binary, check_float32, read_json
+
     info = get_dataset(name)
     folder = dataset_dir(info.name, root)
+    if (folder / "meta.json").is_file():
+        read_json(folder / "meta.json", "the JSON object of a prepared dataset")  # names a defect
     if not is_prepared(info.name, root):
         raise NotPreparedError(f"{info.name} is not prepared in {folder}; run "
                                f"`xmr data prepare {info.name} --root {folder.parent}`")
-    from xmr.utils.validation import check_binary, check_float32, read_json
-
     meta = read_json(folder / "meta.json", "the JSON object of a prepared dataset")
     if meta.get("name") != info.name:
         raise MetadataMismatchError(f"{folder / 'meta.json'}: expected name {info.name!r}, "

@@ -637,7 +637,7 @@ class LabelIndex:
                               repr(meta["format_version"]))
         if meta["format_version"] > FORMAT_VERSION:
             raise MetadataMismatchError(
-                f"index {path} has format version {meta['format_version']}; this xmr reads "
+                f"{meta_path}: format_version {meta['format_version']}; this xmr reads "
                 f"versions up to {FORMAT_VERSION} (upgrade xmr)")
         dim, L = int(meta["dim"]), int(meta["num_labels"])
         if (expect_dim is not None and expect_dim != dim) or (
