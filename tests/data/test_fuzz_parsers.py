@@ -123,7 +123,13 @@ def test_kernel_equals_reference_on_damaged_lines(data, with_labels):
 
 
 def _ref_read(text: str, with_labels: bool):
-    """Pure-Python reader: ``("ok", X, Y)`` or ``("error", line)`` (1-based, header = 1)."""
+    """Pure-Python reader: ``("ok", X, Y)`` or ``("error", line)`` (1-based, header = 1).
+
+    Conventions of the format (formats.py): a last line without a newline counts, but only
+    blanks after the last newline are not a line."""
+    head, sep, tail = text.rpartition("\n")
+    if sep and not tail.strip(" \t\r"):
+        text = head + "\n"
     lines_ = text.split("\n")
     header = lines_[0].split()
     n_names = 3 if with_labels else 2
@@ -137,14 +143,14 @@ def _ref_read(text: str, with_labels: bool):
     body = "\n".join(lines_[1:])
     buf = _buf(body) if body.strip(" \t\r\n") or body.count("\n") else np.zeros(0, np.uint8)
     xp, xi, xv, yp, yi, status = K.parse_sparse_lines_ref(buf, with_labels, L, d, n)
-    if status[0] != K.OK:
-        return ("error", 2 + int(status[1]))
-    rows = int(status[4])
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore"):  # the rows before a syntax error come first
         big = np.isinf(xv.astype(np.float32))
     if big.any():
         e = int(np.argmax(big))
         return ("error", 2 + int(np.searchsorted(xp, e, side="right") - 1))
+    if status[0] != K.OK:
+        return ("error", 2 + int(status[1]))
+    rows = int(status[4])
     if rows != n:
         return ("error", None)
     X = sp.csr_matrix((xv.astype(np.float32), xi, xp), shape=(n, d))

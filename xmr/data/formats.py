@@ -156,15 +156,7 @@ def _parse_text(path: PathLike, with_labels: bool, dtype, chunk_bytes: int):
         for buf in _chunks(f, chunk_bytes):
             xp, xi, xv, yp, yi, st = K.parse_sparse_lines(buf, with_labels, n_labels, n_cols,
                                                           n_rows - rows)
-            code = int(st[0])
-            if code != K.OK:
-                line = 2 + lines + int(st[1])
-                tok = bytes(buf[int(st[2]):int(st[3])])
-                if code == K.ERR_EXTRA_LINE:
-                    raise FormatError(path, line, f"at most {n_rows} data lines as the header "
-                                      f"says", f"another line {_show(tok)}")
-                what = _WHAT[code].format(L=n_labels, D=n_cols, feat=feat)
-                raise FormatError(path, line, what, _show(tok))
+            # values that overflow dtype, in the rows before any syntax error: they come first
             if dtype.itemsize < 8 and xv.size:
                 with np.errstate(over="ignore"):  # xv itself is finite (the kernel checks)
                     big = np.isinf(xv.astype(dtype))
@@ -175,6 +167,15 @@ def _parse_text(path: PathLike, with_labels: bool, dtype, chunk_bytes: int):
                                       f"(|v| <= {float(np.finfo(dtype).max):.8g}, after summing "
                                       f"repeated ids)", f"{float(xv[e])!r} for {feat} "
                                       f"{int(xi[e])}")
+            code = int(st[0])
+            if code != K.OK:
+                line = 2 + lines + int(st[1])
+                tok = bytes(buf[int(st[2]):int(st[3])])
+                if code == K.ERR_EXTRA_LINE:
+                    raise FormatError(path, line, f"at most {n_rows} data lines as the header "
+                                      f"says", f"another line {_show(tok)}")
+                what = _WHAT[code].format(L=n_labels, D=n_cols, feat=feat)
+                raise FormatError(path, line, what, _show(tok))
             # keep per-chunk results compact (int32 ids, values in dtype) to bound peak memory
             xi = xi.astype(np.int32) if n_cols < 2**31 else xi
             yi = yi.astype(np.int32) if n_labels < 2**31 else yi
