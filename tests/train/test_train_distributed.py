@@ -24,6 +24,10 @@ def _cfg(preset, batch):
     cfg.loss.preset = preset
     cfg.loss.num_random = 12
     cfg.loss.share_columns = False  # a row's candidates must not depend on which rank holds it
+    cfg.miner.factory = "Flat"  # exact search: both runs mine the same negatives
+    cfg.miner.k = 8
+    cfg.miner.num_negatives = 4
+    cfg.miner.refresh_every = 3
     return cfg
 
 
@@ -55,6 +59,10 @@ def _free_port():
         return s.getsockname()[1]
 
 
+# "mined" is not listed: a 2-rank mined run differs from the single-process one (found under
+# issue 10, encoder.bag_bias differs after 12 steps; the miner draws each rank's negatives from
+# its own slice of the batch). Left to the owner of the training loop; double-distill needs a
+# teacher store in the workers as well.
 @pytest.mark.parametrize("preset", ["softmax", "sampled"])
 def test_two_ranks_train_the_same_model_as_one_process(tmp_path, preset):
     mp.spawn(_worker, args=(2, _free_port(), preset, str(tmp_path / "dist")), nprocs=2, join=True)
@@ -67,5 +75,9 @@ def test_two_ranks_train_the_same_model_as_one_process(tmp_path, preset):
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=2e-5, atol=2e-6, msg=k)
     # and the weights moved: the comparison is not between two untouched initialisations
-    assert not torch.equal(want["label_table.weight"], torch.zeros_like(want["label_table.weight"]))
+    # (the init is random, so comparing with zeros could never fail; compare with the init)
+    init = Trainer(_cfg(preset, 32), X, Y, progress=False).model.state_dict()
+    for k in ("label_table.weight",):
+        assert (want[k] - init[k]).abs().max() > 1e-3, k
+        assert (got[k] - init[k]).abs().max() > 1e-3, k
     assert single.steps == 12
