@@ -66,6 +66,7 @@ def fx(tmp_path_factory):
     assert main(["index", "build", "--model", str(base / "model"), "--out", str(base / "index"),
                  "--factory", "Flat", "--gpu", "no"]) == 0
     np.save(base / "queries.npy", rng.rand(5, DIM).astype(np.float32))
+    assert main(_train(base, base)) == 0  # base/run: a finished run with its checkpoint
     return base
 
 
@@ -431,6 +432,14 @@ CASES = {
     "cfg-resume-nothing": lambda fx, t: (_train(fx, t, extra=["--resume"]), "checkpoint",
                                          ["no checkpoint"]),
     "cfg-resume-no-state": lambda fx, t: _resume_no_state(fx, t),
+    # checkpoints (train --resume on a damaged copy of a finished run)
+    "ckpt-state-truncated": lambda fx, t: _ckpt(fx, t, "state.pt", _weights_trunc, ["truncated"]),
+    "ckpt-state-pickle": lambda fx, t: _ckpt(fx, t, "state.pt", _weights_evil, ["pickle"]),
+    "ckpt-history-bad-json": lambda fx, t: _ckpt(
+        fx, t, "history.json", lambda p: p.write_text("[{"), ["line 1"]),
+    "ckpt-config-tampered": lambda fx, t: _ckpt(
+        fx, t, "config.json", lambda p: p.write_text(p.read_text().replace('"seed"', '"sead"')),
+        ["sead"]),
     # CLI arguments
     "arg-k-negative": lambda fx, t: (["predict", "--model", str(fx / "model"), "-k", "-1",
                                       "--out", str(t / "p.npz")], "-k", ["-1"], 2),
@@ -519,6 +528,13 @@ def _cfg_file(fx, t, text, subs):
 def _resume_no_state(fx, t):
     (t / "run" / "checkpoint").mkdir(parents=True)
     return _train(fx, t, extra=["--resume"]), t / "run" / "checkpoint", ["state.pt"]
+
+
+def _ckpt(fx, t, name, mutate, subs):
+    shutil.copytree(fx / "run", t / "run")
+    f = t / "run" / "checkpoint" / name
+    mutate(f)
+    return _train(fx, t, extra=["--resume"]), f, subs
 
 
 def _out_file(fx, t):

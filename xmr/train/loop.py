@@ -110,7 +110,9 @@ def _load_miner(miner, path: Path) -> None:
     from xmr.negatives.index import LabelIndex
 
     miner.index_ = LabelIndex.load(path / "index", expect_num_labels=miner.num_labels)
-    miner.load_state_dict(json.loads((path / "state.json").read_text()))
+    from xmr.utils.validation import read_json
+
+    miner.load_state_dict(read_json(path / "state.json", "the JSON object of the miner's state"))
 
 
 class Trainer:
@@ -246,7 +248,9 @@ class Trainer:
         self.opt_tab.load_state_dict(state["opt_tab"])
         torch.set_rng_state(state["torch_rng"].cpu())
         self.step, self.epoch, self.batch_in_epoch = (int(v) for v in state["counters"])
-        self.history = json.loads((path / "history.json").read_text())
+        from xmr.utils.validation import read_json
+
+        self.history = read_json(path / "history.json", "the JSON list of a checkpoint's history")
         if self.miner is not None and (path / "miner").exists():
             _load_miner(self.miner, path / "miner")
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch,

@@ -152,6 +152,12 @@ def load_torch(path: PathLike, map_location="cpu"):
         why = f" ({m.group(1).strip()[:120]})" if m else ""
         raise FormatError(path, None, "tensors and plain containers only",
                           f"a pickle that would run code on load, refused{why}") from None
+    except OSError as exc:
+        if exc.filename is not None:  # a missing or unreadable file: the caller's usual error
+            raise
+        # torch's zip reader reports some truncations as a bare OSError (EINVAL)
+        raise FormatError(path, None, "a complete file written by torch.save",
+                          f"a damaged or truncated file ({exc.strerror or exc})") from None
     except (RuntimeError, EOFError, ValueError, KeyError, AttributeError) as exc:
         msg = str(exc).strip().split(". ")[0] if str(exc).strip() else type(exc).__name__
         raise FormatError(path, None, "a complete file written by torch.save",
