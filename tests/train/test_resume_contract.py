@@ -72,7 +72,7 @@ def test_resume_recovers_the_old_folder_of_an_interrupted_swap(planted, tmp_path
     cfg = _cfg()
     Trainer(cfg, X, Y, out_dir=tmp_path / "r", progress=False).fit(stop_after_steps=4)
     ck = tmp_path / "r" / "checkpoint"
-    os.replace(ck, tmp_path / "r" / ".checkpoint.abc123.old")  # killed between the renames
+    os.replace(ck, tmp_path / "r" / ".checkpoint.abc12345.old")  # killed between the renames
     seen = _record_steps(monkeypatch)
     Trainer(cfg, X, Y, out_dir=tmp_path / "r", progress=False).fit(resume=True)
     assert seen[0] == 4
@@ -82,8 +82,10 @@ def test_resume_recovers_the_old_folder_of_an_interrupted_swap(planted, tmp_path
 def test_checkpoint_cleans_leftovers_of_killed_writes(planted, tmp_path):
     X, Y = planted
     out = tmp_path / "r"
-    (out / ".checkpoint.dead1.tmp").mkdir(parents=True)
-    (out / ".checkpoint.dead2.old").mkdir()
-    (out / ".model.dead3.tmp").mkdir()
+    (out / ".checkpoint.dead1xyz.tmp").mkdir(parents=True)
+    (out / ".checkpoint.dead2xyz.old").mkdir()
+    (out / ".model.dead3xyz.tmp").mkdir()
+    (out / ".model.v2.other123.tmp").mkdir()  # another artefact's (model.v2): left alone
     Trainer(_cfg(epochs=1), X, Y, out_dir=out, progress=False).fit()
-    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == \
+        [".model.v2.other123.tmp"]

@@ -31,6 +31,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` → the first CUDA device when one is available, else the CPU."""
     from xmr.utils.validation import check_device_name
 
+    if isinstance(name, torch.device):
+        name = str(name)
     check_device_name("device", name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

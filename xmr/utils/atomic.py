@@ -119,10 +119,15 @@ def leftovers(path: PathLike) -> List[Path]:
     """The ``.NAME.*.tmp`` and ``.NAME.*.old`` folders that interrupted :func:`atomic_dir` writes
     of ``path`` left beside it, oldest first (an ``.old`` one is the previous complete folder
     when the process died between the two renames of the swap)."""
+    import re
+
     path = Path(path)
+    # exactly the names mkdtemp gives (8 random characters), so that the leftovers of another
+    # artefact whose name starts the same way (``model`` vs ``model.v2``) are never touched
+    own = re.compile(r"\." + re.escape(path.name) + r"\.[A-Za-z0-9_]{8}\.(tmp|old)")
     pat = glob.escape(str(path.parent / f".{path.name}.")) + "*"
     found = [Path(p) for p in glob.glob(pat + ".tmp") + glob.glob(pat + ".old")]
-    found = [p for p in found if p.is_dir()]
+    found = [p for p in found if own.fullmatch(p.name) and p.is_dir()]
     return sorted(found, key=lambda p: p.stat().st_mtime)
 
 
