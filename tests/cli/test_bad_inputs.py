@@ -14,7 +14,6 @@ import os
 import shutil
 import tarfile
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest

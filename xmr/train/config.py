@@ -11,7 +11,6 @@ import dataclasses
 import json
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from xmr.errors import ConfigError

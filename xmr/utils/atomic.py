@@ -7,7 +7,6 @@ either the old content stays, or the new content is complete.
 from __future__ import annotations
 
 import contextlib
-import errno
 import glob
 import logging
 import os
