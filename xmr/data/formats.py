@@ -351,8 +351,7 @@ def read_npz(path: PathLike) -> sp.csr_matrix:
             keys = sorted(z.files)
             fmt = bytes(np.asarray(z["format"]).item()).decode("ascii", "replace") \
                 if "format" in keys and z["format"].dtype.kind == "S" else None
-            arrays = {k: z[k] for k in keys if k in ("indptr", "indices", "data", "shape", "row",
-                                                       "col", "offsets")}
+            arrays = {k: z[k] for k in keys if k in ("indptr", "indices", "data", "shape")}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         if isinstance(e, OSError) and getattr(e, "errno", None):
             raise
@@ -378,11 +377,15 @@ def read_npz(path: PathLike) -> sp.csr_matrix:
         major, minor = (int(shape[0]), int(shape[1])) if fmt == "csr" else (int(shape[1]),
                                                                             int(shape[0]))
         _check_compressed(path, arrays["indptr"], arrays["indices"], major, minor)
-    try:
-        M = sp.load_npz(path)
-    except (ValueError, KeyError, IndexError) as e:
-        raise FormatError(path, None, want, f"{type(e).__name__}: {e}") from None
-    M = sp.csr_matrix(M)
+        # build from the arrays already read (no second decompression of a large archive)
+        cls = sp.csr_matrix if fmt == "csr" else sp.csc_matrix
+        M = sp.csr_matrix(cls((arrays["data"], arrays["indices"], arrays["indptr"]),
+                              shape=(int(shape[0]), int(shape[1]))))
+    else:
+        try:
+            M = sp.csr_matrix(sp.load_npz(path))
+        except (ValueError, KeyError, IndexError) as e:
+            raise FormatError(path, None, want, f"{type(e).__name__}: {e}") from None
     if M.dtype.kind == "f" and not np.isfinite(M.data).all():
         raise FormatError(path, None, "finite values", "NaN or inf")
     return M
