@@ -91,3 +91,20 @@ def test_topk_ties_inside_one_chunk_follow_a_stable_sort(label_chunk):
     ref = np.argsort(-z, axis=1, kind="stable")[:, :k]  # ties: lower id first
     np.testing.assert_array_equal(i, ref)
     np.testing.assert_array_equal(s, np.take_along_axis(z, ref, 1).astype(np.float32))
+
+
+def test_default_exp_cache_never_exceeds_the_table(monkeypatch):
+    """With B > d the cache would otherwise grow past the weights (the old fixed 1 GiB)."""
+    t = ShardedLabelTable(1000, 8, bias=True)
+    assert t.default_cache_bytes() == (1000 * 8 + 1000) * 4
+    kept = []
+    real = ES.ExactSoftmaxFunction.apply
+
+    def spy(*args):
+        kept.append(args[-1])
+        return real(*args)
+
+    monkeypatch.setattr(ES.ExactSoftmaxFunction, "apply", spy)
+    emb = torch.randn(64, 8)
+    t.full_softmax_loss(emb, torch.arange(65), torch.arange(64), torch.ones(64))
+    assert kept == [(1000 * 8 + 1000) * 4]
