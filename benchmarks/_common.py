@@ -70,7 +70,11 @@ def write_result(name: str, config: dict, results, path: "Path | None" = None) -
     """Write a results file atomically and return its path."""
     from xmr.utils.atomic import atomic_open
 
-    path = Path(path) if path else RESULTS / f"{name}.json"
+    # XMR_BENCH_RESULTS redirects every results file (the smoke tests use it so that a tiny run
+    # never overwrites a committed measurement)
+    folder = Path(os.environ["XMR_BENCH_RESULTS"]) if os.environ.get("XMR_BENCH_RESULTS") \
+        else RESULTS
+    path = Path(path) if path else folder / f"{name}.json"
     payload = {
         "name": name,
         "machine": machine_info(),

@@ -46,3 +46,7 @@ class MetadataMismatchError(XMRError, ValueError):
 
 class ConfigError(XMRError, ValueError):
     """A configuration value or key is invalid (unknown key, wrong type, unknown preset)."""
+
+
+class CheckpointError(XMRError, ValueError):
+    """``--resume`` found no usable checkpoint, or one written for another run."""

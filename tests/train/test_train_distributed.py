@@ -2,6 +2,7 @@
 model-parallel label table, data-parallel encoder (sparse input gradients averaged)."""
 
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +25,10 @@ def _cfg(preset, batch):
     cfg.loss.preset = preset
     cfg.loss.num_random = 12
     cfg.loss.share_columns = False  # a row's candidates must not depend on which rank holds it
+    cfg.miner.factory = "Flat"  # exact search: both runs mine the same negatives
+    cfg.miner.k = 8
+    cfg.miner.num_negatives = 4
+    cfg.miner.refresh_every = 3
     return cfg
 
 
@@ -38,12 +43,38 @@ def _planted():
     return mod.planted_sparse(n=192, D=120, L=45, seed=4)  # 192 rows = 6 global batches of 32
 
 
+def _store(out_dir):
+    """A teacher store for the planted rows (each row: its first positive and two others)."""
+    import numpy as np
+
+    from xmr.teachers.store import TeacherStore, from_topk
+
+    X, Y = _planted()
+    path = Path(out_dir) / "store"
+    if not path.exists():
+        ids = np.array([[Y[i].indices[0], (i * 5) % 45, (i * 5 + 1) % 45] for i in range(Y.shape[0])])
+        ids[:, 1:][ids[:, 1:] == ids[:, :1]] = 44  # distinct ids per row
+        from_topk(ids, np.tile(np.array([2.0, 0.5, 0.0], np.float32), (Y.shape[0], 1)), 45,
+                  {"k": 3}).save(path)
+    return TeacherStore.load(path)
+
+
+def _cfg_for(preset, batch):
+    cfg = _cfg(preset, batch)
+    if preset == "double-distill":
+        cfg.loss.mined = False  # see the note on "mined" below
+        cfg.loss.alpha = 0.3
+        cfg.loss.tau_t = 2.0
+    return cfg
+
+
 def _worker(rank, world, port, preset, out):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
         X, Y = _planted()
-        Trainer(_cfg(preset, 16), X, Y, out_dir=out, progress=False,
+        teacher = _store(Path(out).parent) if preset == "double-distill" else None
+        Trainer(_cfg_for(preset, 16), X, Y, out_dir=out, progress=False, teacher=teacher,
                 process_group=dist.group.WORLD).fit()
     finally:
         dist.destroy_process_group()
@@ -55,11 +86,18 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("preset", ["softmax", "sampled"])
+# "mined" is not listed: a 2-rank mined run differs from the single-process one (found under
+# issue 10: encoder.bag_bias differs after 12 steps). Left to the owner of the training loop;
+# double-distill runs here with the miner off (P ∪ T ∪ R, α = 0.3, τ_t = 2).
+@pytest.mark.parametrize("preset", ["softmax", "sampled", "double-distill"])
 def test_two_ranks_train_the_same_model_as_one_process(tmp_path, preset):
+    if preset == "double-distill":
+        _store(tmp_path)  # written once, before the workers read it
     mp.spawn(_worker, args=(2, _free_port(), preset, str(tmp_path / "dist")), nprocs=2, join=True)
     X, Y = _planted()
-    single = Trainer(_cfg(preset, 32), X, Y, out_dir=tmp_path / "one", progress=False).fit()
+    teacher = _store(tmp_path) if preset == "double-distill" else None
+    single = Trainer(_cfg_for(preset, 32), X, Y, out_dir=tmp_path / "one", progress=False,
+                     teacher=teacher).fit()
     got = load_torch(tmp_path / "dist" / "model" / "weights.pt")
     want = load_torch(tmp_path / "one" / "model" / "weights.pt")
     assert set(got) == set(want)
@@ -67,5 +105,9 @@ def test_two_ranks_train_the_same_model_as_one_process(tmp_path, preset):
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=2e-5, atol=2e-6, msg=k)
     # and the weights moved: the comparison is not between two untouched initialisations
-    assert not torch.equal(want["label_table.weight"], torch.zeros_like(want["label_table.weight"]))
+    # (the init is random, so comparing with zeros could never fail; compare with the init)
+    init = Trainer(_cfg_for(preset, 32), X, Y, progress=False, teacher=teacher).model.state_dict()
+    for k in ("label_table.weight",):
+        assert (want[k] - init[k]).abs().max() > 1e-3, k
+        assert (got[k] - init[k]).abs().max() > 1e-3, k
     assert single.steps == 12

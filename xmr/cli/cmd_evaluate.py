@@ -7,11 +7,13 @@ HELP = "P@k, nDCG@k, recall@k, PSP@k, PSnDCG@k of a saved model on a dataset spl
 
 
 def register(p) -> None:
+    from xmr.cli._types import positive_int_list
+
     from xmr.cli._common import add_dataset_args
 
     p.add_argument("--model", required=True, help="model folder (OUT/model of `xmr train`)")
     add_dataset_args(p)
-    p.add_argument("--ks", default="1,3,5", help="cut-offs (default: %(default)s)")
+    p.add_argument("--ks", type=positive_int_list, default=(1, 3, 5), help="comma-separated cut-offs (default: 1,3,5)")
     p.add_argument("--by-frequency", action="store_true",
                    help="also P@1 and PSP@1 per bucket of the training frequency of each test "
                         "point's most frequent positive (0, 1-4, 5-19, 20-99, 100-999, >= 1000)")
@@ -31,7 +33,7 @@ def run(args) -> int:
     from xmr.train.model import XMRModel
 
     ds, X, Y = load_split(args)
-    ks = tuple(int(k) for k in args.ks.split(","))
+    ks = tuple(args.ks)
     model = XMRModel.load(args.model, expect_num_labels=ds.num_labels, expect_num_features=ds.num_features)
     pairs = ds.filter_pairs if args.split == "test" else None
     # filtered pairs are dropped from the ranking: predict enough extra labels to keep k

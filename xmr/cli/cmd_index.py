@@ -23,6 +23,8 @@ IVF{nlist},PQ16, ... --set takes build parameters (nlist, efConstruction) and se
 
 
 def register(parser: argparse.ArgumentParser) -> None:
+    from xmr.cli._types import positive_int
+
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
     b = sub.add_parser("build", help="build an index and save it as a folder")
     src = b.add_mutually_exclusive_group(required=True)
@@ -45,7 +47,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--index", type=Path, required=True, metavar="DIR")
     s.add_argument("--queries", type=Path, required=True, metavar="FILE.npy",
                    help="query embeddings, float array [n, d]")
-    s.add_argument("-k", type=int, default=10, help="labels per query (default 10)")
+    s.add_argument("-k", type=positive_int, default=10, help="labels per query (default 10)")
     s.add_argument("--out", type=Path, metavar="FILE.npz",
                    help="write ids (i64[n,k], -1 padded) and scores (f32[n,k]) here")
     s.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="params",

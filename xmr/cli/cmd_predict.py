@@ -7,11 +7,13 @@ HELP = "top-k labels of a saved model for every row of a dataset split"
 
 
 def register(p) -> None:
+    from xmr.cli._types import positive_int
+
     from xmr.cli._common import add_dataset_args
 
     p.add_argument("--model", required=True, help="model folder (OUT/model of `xmr train`)")
     add_dataset_args(p)
-    p.add_argument("-k", type=int, default=5, help="labels per row (default: %(default)s)")
+    p.add_argument("-k", type=positive_int, default=5, help="labels per row (default: %(default)s)")
     p.add_argument("--out", required=True, help="output .npz with arrays ids i64[n,k] and scores f32[n,k]")
     p.set_defaults(func=run)
 

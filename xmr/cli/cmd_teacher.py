@@ -9,7 +9,7 @@ A teacher store holds, for every training point, the teacher's top-K labels and 
 (CSR: int32 ids, fp16 logits; memory-mapped during training).
 
   xmr teacher export --model runs/teacher/model --dataset debian-deps -k 32 --out runs/tstore
-  xmr teacher import --scores preds.txt --num-rows N -k 32 --probabilities --out runs/tstore
+  xmr teacher import --scores preds.txt -k 32 --probabilities --out runs/tstore
 
   xmr teacher fit --backend omikuji --dataset debian-deps --folds 5 -k 32 --out runs/tree
   xmr teacher combine runs/tstore runs/tree --weights 1,1 -k 32 --out runs/ensemble
@@ -28,6 +28,8 @@ the logit so that softmax over the top-K gives back the renormalised probabiliti
 
 
 def register(p) -> None:
+    from xmr.cli._types import positive_int
+
     from xmr.cli._common import add_dataset_args
 
     sub = p.add_subparsers(dest="action", metavar="ACTION")
@@ -35,12 +37,12 @@ def register(p) -> None:
     e.add_argument("--model", required=True)
     add_dataset_args(e)
     e.set_defaults(split="train")
-    e.add_argument("-k", type=int, default=32)
+    e.add_argument("-k", type=positive_int, default=32, help="labels kept per row (default: %(default)s)")
     e.add_argument("--out", required=True)
     e.set_defaults(func=run_export)
     i = sub.add_parser("import", help="import external scores in sparse text format")
     i.add_argument("--scores", required=True)
-    i.add_argument("-k", type=int, default=32)
+    i.add_argument("-k", type=positive_int, default=32, help="labels kept per row (default: %(default)s)")
     i.add_argument("--probabilities", action="store_true", help="scores are probabilities: store log(p)")
     i.add_argument("--out", required=True)
     i.set_defaults(func=run_import)
@@ -102,7 +104,13 @@ def run_import(args) -> int:
         S.data = np.log(np.maximum(S.data, 1e-30)).astype(np.float32)
     meta = {"source": "imported scores", "scores": str(args.scores), "scores_sha256": sha256_file(args.scores),
             "probabilities": bool(args.probabilities), "temperature": 1.0, "k": args.k}
-    from_scores_csr(S, args.k, meta).save(args.out)
+    from xmr.errors import XMRError
+
+    try:
+        store = from_scores_csr(S, args.k, meta)
+    except ValueError as exc:
+        raise XMRError(f"{args.scores}: {exc}") from None
+    store.save(args.out)
     print(f"teacher store with top-{args.k} of {S.shape[0]} rows written to {args.out}")
     return 0
 

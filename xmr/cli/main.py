@@ -14,8 +14,15 @@ import xmr.cli
 from xmr.errors import XMRError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error (``xmr CMD: error: ...``) instead of usage + error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="xmr",
         description=(
             "xmr: extreme multiclass retrieval. Train a sharded softmax over millions of labels "
@@ -47,20 +54,33 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except XMRError as exc:
-        # Errors caused by the user's input: one clear line, no traceback.
-        print(f"xmr {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except (ValueError, FileNotFoundError) as exc:
-        # Validation errors raised by the library at its boundary: one line too, unless -vv
-        # asks for the traceback.
+    except (XMRError, OSError, ValueError) as exc:
+        # The one error path: xmr's own errors (bad input, damaged or refused artefacts),
+        # validation errors at the library's boundary (ValueError, json.JSONDecodeError), and
+        # file-system errors (missing file, full disk, read-only folder) become one line that
+        # names the file; -vv shows the traceback instead.
         if args.verbose >= 2:
             raise
-        print(f"xmr {args.command}: error: {exc} (run with -vv for the traceback)", file=sys.stderr)
+        print(f"xmr {args.command}: error: {error_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for the user: the message of ``exc`` with the file it concerns, if any."""
+    if isinstance(exc, OSError) and not isinstance(exc, XMRError) and exc.errno:
+        msg = exc.strerror or str(exc)
+        where = exc.filename if exc.filename is not None else None
+        if exc.filename2 is not None:
+            where = f"{exc.filename} -> {exc.filename2}"
+        line = f"{where}: {msg}" if where is not None else msg
+    else:
+        line = str(exc) or type(exc).__name__
+        if not isinstance(exc, XMRError):
+            line += " (run with -vv for the traceback)"
+    return " ".join(line.split())  # exactly one line
 
 
 if __name__ == "__main__":  # pragma: no cover

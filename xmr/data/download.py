@@ -30,7 +30,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Dict, List, Optional, Union
 
 from xmr.errors import ChecksumError, XMRError
 from xmr.utils.hashing import sha256_file
@@ -325,9 +325,43 @@ def _extract_zip(archive: Path, target: Path) -> List[Path]:
     return written
 
 
+def _virtual_resolve(archive: Path, name: str, links: Dict[str, str], base: List[str],
+                     depth: int = 0) -> List[str]:
+    """Resolve ``name`` (relative to the folder ``base``) through the symlinks that the archive's
+    earlier members create (``links``: target-relative path → link text), the way the file
+    system will once they are extracted. Returns the target-relative components; raises
+    :class:`UnsafeArchiveError` when the path leaves the target at any step.
+
+    Checking each member's strings on their own is not enough: with ``d/l -> ..`` and
+    ``d/l/m -> ..``, the file ``d/l/m/x`` normalises to a path inside the target but is written
+    two levels above ``d``."""
+    if depth > 40:
+        raise UnsafeArchiveError(f"refusing to extract {archive}: member {name!r} goes through "
+                                 f"too many symlinks")
+    if _has_drive_or_root(name):
+        raise UnsafeArchiveError(f"refusing to extract {archive}: {name!r} points outside the "
+                                 f"target")
+    cur = list(base)
+    for part in re.split(r"[\\/]", name):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not cur:
+                raise UnsafeArchiveError(f"refusing to extract {archive}: {name!r} resolves "
+                                         f"outside the target")
+            cur.pop()
+            continue
+        cur.append(part)
+        key = "/".join(cur)
+        if key in links:
+            cur = _virtual_resolve(archive, links[key], links, cur[:-1], depth + 1)
+    return cur
+
+
 def _extract_tar(archive: Path, target: Path) -> List[Path]:
     with tarfile.open(archive, "r:*") as tf:
         members = tf.getmembers()
+        links: Dict[str, str] = {}
         for m in members:
             _check_name(archive, m.name)
             if m.issym() or m.islnk():
@@ -335,11 +369,27 @@ def _extract_tar(archive: Path, target: Path) -> List[Path]:
             elif m.isdev() or not (m.isfile() or m.isdir()):
                 raise UnsafeArchiveError(f"refusing to extract {archive}: member {m.name!r} is "
                                          f"a device file or FIFO")
+            # where the member lands once the links extracted before it exist on disk
+            try:
+                parent = _virtual_resolve(archive, posixpath.dirname(m.name.replace("\\", "/")),
+                                          links, [])
+                if m.issym():
+                    _virtual_resolve(archive, m.linkname, links, parent)  # raises if it leaves
+                    links["/".join(parent + [posixpath.basename(m.name.rstrip("/"))])] = m.linkname
+                elif m.islnk():
+                    _virtual_resolve(archive, m.linkname, links, [])
+            except UnsafeArchiveError:
+                raise UnsafeArchiveError(
+                    f"refusing to extract {archive}: member {m.name!r} resolves outside the "
+                    f"target through the symlinks extracted before it") from None
         target.mkdir(parents=True, exist_ok=True)
-        if hasattr(tarfile, "data_filter"):
-            tf.extractall(target, members=members, filter="data")
-        else:  # pragma: no cover - Python < 3.11.4 without extraction filters
-            tf.extractall(target, members=members)
+        try:
+            if hasattr(tarfile, "data_filter"):
+                tf.extractall(target, members=members, filter="data")
+            else:  # pragma: no cover - Python < 3.11.4 without extraction filters
+                tf.extractall(target, members=members)
+        except tarfile.TarError as exc:  # the stdlib filter's refusal (FilterError), one line
+            raise UnsafeArchiveError(f"refusing to extract {archive}: {exc}") from None
     root = os.path.realpath(target)
     written = []
     for m in members:

@@ -50,6 +50,8 @@ PathLike = Union[str, os.PathLike]
 DEFAULT_CHUNK_BYTES = 64 << 20
 _WRITE_ROWS = 1 << 16  # rows formatted per writer slab
 _MAX_HEADER_BYTES = 1 << 16
+_MAX_DIM = 1 << 62  # header sizes must leave room for int64 ids and offsets
+_F32_MAX = float(np.finfo(np.float32).max)
 
 __all__ = [
     "read_xc_bow",
@@ -83,7 +85,11 @@ def _read_header(f, path, names: Tuple[str, ...]) -> Tuple[int, ...]:
     fields = raw.split()
     if len(fields) != len(names) or not all(x.isdigit() for x in fields):
         raise FormatError(path, 1, want, _show(raw.rstrip(b"\r\n"), 60))
-    return tuple(int(x) for x in fields)
+    values = tuple(int(x) for x in fields)
+    for name, v in zip(names, values):
+        if v >= _MAX_DIM:
+            raise FormatError(path, 1, f"{name} below 2^62", f"{name}={v}")
+    return values
 
 
 def _chunks(f, chunk_bytes: int):
@@ -150,6 +156,17 @@ def _parse_text(path: PathLike, with_labels: bool, dtype, chunk_bytes: int):
         for buf in _chunks(f, chunk_bytes):
             xp, xi, xv, yp, yi, st = K.parse_sparse_lines(buf, with_labels, n_labels, n_cols,
                                                           n_rows - rows)
+            # values that overflow dtype, in the rows before any syntax error: they come first
+            if dtype.itemsize < 8 and xv.size:
+                with np.errstate(over="ignore"):  # xv itself is finite (the kernel checks)
+                    big = np.isinf(xv.astype(dtype))
+                if big.any():  # finite in float64, inf once stored in dtype: refuse, naming it
+                    e = int(np.argmax(big))
+                    r = int(np.searchsorted(xp, e, side="right") - 1)
+                    raise FormatError(path, 2 + lines + r, f"values within {dtype} range "
+                                      f"(|v| <= {float(np.finfo(dtype).max):.8g}, after summing "
+                                      f"repeated ids)", f"{float(xv[e])!r} for {feat} "
+                                      f"{int(xi[e])}")
             code = int(st[0])
             if code != K.OK:
                 line = 2 + lines + int(st[1])
@@ -318,22 +335,78 @@ def write_sparse_text(path: PathLike, M) -> None:
 
 
 def read_npz(path: PathLike) -> sp.csr_matrix:
-    """Read a scipy ``.npz`` sparse matrix (``save_npz``; loaded without pickle) as csr_matrix."""
+    """Read a scipy ``.npz`` sparse matrix (``save_npz``; loaded without pickle) as csr_matrix.
+
+    A CSR/CSC archive is checked before scipy sees it (indptr non-decreasing from 0 to nnz,
+    indices in range, a sane shape); values must be finite. Defects are :class:`FormatError`.
+    """
     import zipfile
 
     want = "a scipy sparse matrix saved by save_npz"
     os.stat(path)  # FileNotFoundError as usual
     if not zipfile.is_zipfile(path):
         raise FormatError(path, None, want, "a file that is not an .npz archive")
-    with np.load(path, allow_pickle=False) as z:
-        keys = sorted(z.files)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = sorted(z.files)
+            fmt = bytes(np.asarray(z["format"]).item()).decode("ascii", "replace") \
+                if "format" in keys and z["format"].dtype.kind == "S" else None
+            arrays = {k: z[k] for k in keys if k in ("indptr", "indices", "data", "shape")}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        if isinstance(e, OSError) and getattr(e, "errno", None):
+            raise
+        raise FormatError(path, None, want, f"a damaged archive ({e})") from None
     if "format" not in keys:
         raise FormatError(path, None, want, f"an .npz with the arrays {keys}")
-    try:
-        M = sp.load_npz(path)
-    except (ValueError, KeyError) as e:
-        raise FormatError(path, None, want, f"{type(e).__name__}: {e}") from None
-    return sp.csr_matrix(M)
+    if fmt in ("csr", "csc"):
+        missing = [k for k in ("indptr", "indices", "data", "shape") if k not in arrays]
+        if missing:
+            raise FormatError(path, None, want, f"a {fmt} archive without {', '.join(missing)}")
+        shape = arrays["shape"]
+        if shape.shape != (2,) or shape.dtype.kind not in "iu" or (shape < 0).any() or \
+                (shape >= _MAX_DIM).any():
+            raise FormatError(path, None, "shape: two non-negative integers below 2^62",
+                              repr(shape.tolist()))
+        for k in ("indptr", "indices"):
+            if arrays[k].ndim != 1 or arrays[k].dtype.kind not in "iu":
+                raise FormatError(path, None, f"{k}: a 1-D integer array",
+                                  f"dtype {arrays[k].dtype}, shape {arrays[k].shape}")
+        if arrays["data"].shape != arrays["indices"].shape:
+            raise FormatError(path, None, "data and indices of the same length",
+                              f"{arrays['data'].shape} and {arrays['indices'].shape}")
+        major, minor = (int(shape[0]), int(shape[1])) if fmt == "csr" else (int(shape[1]),
+                                                                            int(shape[0]))
+        _check_compressed(path, arrays["indptr"], arrays["indices"], major, minor)
+        # build from the arrays already read (no second decompression of a large archive)
+        cls = sp.csr_matrix if fmt == "csr" else sp.csc_matrix
+        M = sp.csr_matrix(cls((arrays["data"], arrays["indices"], arrays["indptr"]),
+                              shape=(int(shape[0]), int(shape[1]))))
+    else:
+        try:
+            M = sp.csr_matrix(sp.load_npz(path))
+        except (ValueError, KeyError, IndexError) as e:
+            raise FormatError(path, None, want, f"{type(e).__name__}: {e}") from None
+    if M.dtype.kind == "f" and not np.isfinite(M.data).all():
+        raise FormatError(path, None, "finite values", "NaN or inf")
+    return M
+
+
+def _check_compressed(path, indptr, indices, major: int, minor: int) -> None:
+    """indptr of ``major + 1`` non-decreasing entries from 0 to nnz, indices in ``[0, minor)``."""
+    nnz = indices.shape[0]
+    if indptr.shape[0] != major + 1:
+        raise FormatError(path, None, f"indptr of {major + 1} entries", f"{indptr.shape[0]}")
+    if indptr[0] != 0 or indptr[-1] != nnz:
+        raise FormatError(path, None, f"indptr from 0 to nnz={nnz}",
+                          f"{int(indptr[0])} to {int(indptr[-1])}")
+    drop = np.flatnonzero(np.diff(indptr.astype(np.int64)) < 0)
+    if drop.size:
+        r = int(drop[0])
+        raise FormatError(path, None, "a non-decreasing indptr",
+                          f"indptr[{r + 1}]={int(indptr[r + 1])} < indptr[{r}]={int(indptr[r])}")
+    if nnz and (int(indices.min()) < 0 or int(indices.max()) >= minor):
+        raise FormatError(path, None, f"indices in [0, {minor})",
+                          f"indices in [{int(indices.min())}, {int(indices.max())}]")
 
 
 def write_npz(path: PathLike, M, compressed: bool = True) -> None:

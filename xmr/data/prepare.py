@@ -51,6 +51,7 @@ PathLike = Union[str, os.PathLike]
 
 LAYOUT_VERSION = 1
 MATRICES = ("X_trn", "Y_trn", "X_tst", "Y_tst")
+_FILTER_FILES = ("filter_labels_train", "filter_labels_test")
 _ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 
 
@@ -328,34 +329,54 @@ def _write_pairs(path: Path, pairs: np.ndarray) -> None:
 def _write_layout(folder: Path, info: DatasetInfo, mats: Dict[str, sp.csr_matrix],
                   names: Optional[Sequence[str]], filters: Dict[str, np.ndarray],
                   meta_extra: dict) -> None:
+    """Write the canonical layout beside the old one (``folder/.layout.*.tmp``), then swap it in.
+
+    Every byte is written before the old layout is touched, so a failure (full disk, read-only
+    folder, Ctrl-C) leaves a previously prepared dataset prepared. The swap itself only renames
+    files; ``meta.json`` goes last (the folder is "not prepared" during the renames)."""
     from xmr.data.formats import write_npz
 
     meta_path = folder / "meta.json"
-    if meta_path.exists():
-        meta_path.unlink()  # the folder is "not prepared" until the new meta.json lands
-    for key in MATRICES:
-        write_npz(folder / f"{key}.npz", mats[key])
-    if names is not None:
-        with atomic_open(folder / "labels.txt", "w", encoding="utf-8") as f:
-            for n in names:
-                f.write(f"{n}\n")
-    for key, pairs in filters.items():
-        _write_pairs(folder / f"{key}.txt", pairs)
-    meta = {
-        "layout_version": LAYOUT_VERSION,
-        "name": info.name,
-        "kind": info.kind,
-        "stats": _measured_stats(mats),
-        "published_stats": info.to_dict()["stats"],
-        "prop_a": info.prop_a,
-        "prop_b": info.prop_b,
-        "xmr_version": xmr.__version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        **meta_extra,
-    }
-    with atomic_open(meta_path, "w") as f:
-        json.dump(meta, f, indent=2, sort_keys=True)
-        f.write("\n")
+    for old in folder.glob(".layout.*.tmp"):  # left by a killed run
+        shutil.rmtree(old, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(prefix=".layout.", suffix=".tmp", dir=folder))
+    try:
+        for key in MATRICES:
+            write_npz(stage / f"{key}.npz", mats[key])
+        if names is not None:
+            with atomic_open(stage / "labels.txt", "w", encoding="utf-8") as f:
+                for n in names:
+                    f.write(f"{n}\n")
+        for key, pairs in filters.items():
+            _write_pairs(stage / f"{key}.txt", pairs)
+        meta = {
+            "layout_version": LAYOUT_VERSION,
+            "name": info.name,
+            "kind": info.kind,
+            "stats": _measured_stats(mats),
+            "published_stats": info.to_dict()["stats"],
+            "prop_a": info.prop_a,
+            "prop_b": info.prop_b,
+            "xmr_version": xmr.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **meta_extra,
+        }
+        with atomic_open(stage / "meta.json", "w") as f:
+            json.dump(meta, f, indent=2, sort_keys=True)
+            f.write("\n")
+        # swap: renames only (no space needed); files of the old layout absent from the new one
+        # (labels.txt, filter files) are removed so that nothing stale is read later
+        new = {p.name for p in stage.iterdir()}
+        if meta_path.exists():
+            meta_path.unlink()
+        for stale in ["labels.txt", *(f"{k}.txt" for k in _FILTER_FILES)]:
+            if stale not in new and (folder / stale).is_file():
+                (folder / stale).unlink()
+        for name in sorted(new - {"meta.json"}):
+            os.replace(stage / name, folder / name)
+        os.replace(stage / "meta.json", meta_path)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def prepare(name: str, root: Optional[PathLike] = None, url_override: Optional[str] = None,
@@ -443,16 +464,33 @@ def load_prepared(name: str, root: Optional[PathLike] = None) -> XMCDataset:
     """
     from xmr.data.formats import read_npz
 
+    from xmr.utils.validation import check_binary, check_float32, read_json
+
     info = get_dataset(name)
     folder = dataset_dir(info.name, root)
+    if (folder / "meta.json").is_file():
+        read_json(folder / "meta.json", "the JSON object of a prepared dataset")  # names a defect
     if not is_prepared(info.name, root):
         raise NotPreparedError(f"{info.name} is not prepared in {folder}; run "
                                f"`xmr data prepare {info.name} --root {folder.parent}`")
-    meta = json.loads((folder / "meta.json").read_text())
+    meta = read_json(folder / "meta.json", "the JSON object of a prepared dataset")
     if meta.get("name") != info.name:
         raise MetadataMismatchError(f"{folder / 'meta.json'}: expected name {info.name!r}, "
                                     f"got {meta.get('name')!r}")
-    mats = {k: _csr32(read_npz(folder / f"{k}.npz")) for k in MATRICES}
+    mats = {}
+    for k in MATRICES:
+        f = folder / f"{k}.npz"
+        M = read_npz(f)
+        check_float32(M.data, f)  # finite in float64, inf in float32: refused
+        if k.startswith("Y"):
+            check_binary(M, f)  # an explicit 0 is not a label; −1 or 2 are not labels either
+        mats[k] = _csr32(M)
+    if mats["X_trn"].shape[1] != mats["X_tst"].shape[1] or \
+            mats["Y_trn"].shape[1] != mats["Y_tst"].shape[1]:
+        raise FormatError(folder / "X_tst.npz", None,
+                          f"{mats['X_trn'].shape[1]} features and {mats['Y_trn'].shape[1]} labels "
+                          f"as in the training split", f"{mats['X_tst'].shape[1]} features and "
+                          f"{mats['Y_tst'].shape[1]} labels")
     names = None
     if (folder / "labels.txt").is_file():
         names = (folder / "labels.txt").read_text(encoding="utf-8").split("\n")[:-1]

@@ -7,8 +7,8 @@ many labels and queries there are.
 
 Results follow the faiss ``search`` contract: ``scores f32[n, k]`` sorted descending (ties by
 lower label id), ``ids i64[n, k]`` global label ids, padded with id -1 and score -inf when k
-exceeds the number of labels. Which of several labels tied exactly at the k-th place is kept is
-not specified.
+exceeds the number of labels. Of several labels tied exactly at the k-th place, the lower ids
+are kept: the result is the first k of a stable sort by descending score.
 """
 
 from __future__ import annotations
@@ -48,7 +48,16 @@ def merge_topk(scores: np.ndarray, ids: np.ndarray, k: int) -> Tuple[np.ndarray,
 def _sorted_topk(z: torch.Tensor, k: int, id0: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` of each row of ``z`` [n, c] sorted by (score desc, id asc); ids offset by id0."""
     vals, idx = torch.topk(z, k, dim=1, sorted=True)
-    # torch.topk leaves the order of ties unspecified: sort by id, then stably by score
+    # torch.topk leaves ties unspecified, both their order and which of the labels tied at the
+    # k-th place it keeps. Rows where more labels tie at the k-th value than were kept are
+    # redone with a stable full sort (rare with real scores); the others are sorted by id, then
+    # stably by score.
+    kth = vals[:, -1:]
+    ambiguous = (z == kth).sum(dim=1) > (vals == kth).sum(dim=1)
+    if bool(ambiguous.any()):
+        rows = torch.nonzero(ambiguous).flatten()
+        sv, si = z[rows].sort(dim=1, descending=True, stable=True)
+        vals[rows], idx[rows] = sv[:, :k], si[:, :k]
     idx, perm = idx.sort(dim=1)
     vals = vals.gather(1, perm)
     vals, perm = vals.sort(dim=1, descending=True, stable=True)

@@ -623,19 +623,21 @@ class LabelIndex:
         if not meta_path.is_file():
             raise FormatError(meta_path, None, "the meta.json of an index written by xmr",
                               "no such file")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise FormatError(meta_path, getattr(exc, "lineno", None), "JSON", str(exc)) from None
+        from xmr.utils.validation import read_json
+
+        meta = read_json(meta_path, "the JSON object of an index written by xmr")
         need = ("format", "format_version", "dim", "metric", "num_labels", "factory", "shards")
         missing = [k for k in need if k not in meta] if isinstance(meta, dict) else list(need)
         if missing or meta.get("format") != FORMAT:
             raise FormatError(meta_path, None, f"an {FORMAT} object with keys {', '.join(need)}",
                               f"format {meta.get('format') if isinstance(meta, dict) else None!r}"
                               f"{' missing ' + ', '.join(missing) if missing else ''}")
+        if isinstance(meta["format_version"], bool) or not isinstance(meta["format_version"], int):
+            raise FormatError(meta_path, None, "an integer format_version",
+                              repr(meta["format_version"]))
         if meta["format_version"] > FORMAT_VERSION:
             raise MetadataMismatchError(
-                f"index {path} has format version {meta['format_version']}; this xmr reads "
+                f"{meta_path}: format_version {meta['format_version']}; this xmr reads "
                 f"versions up to {FORMAT_VERSION} (upgrade xmr)")
         dim, L = int(meta["dim"]), int(meta["num_labels"])
         if (expect_dim is not None and expect_dim != dim) or (
@@ -650,12 +652,27 @@ class LabelIndex:
                 f"index {path} was built for {L} labels of dim {dim}; {want}")
         out = cls(dim, factory=meta["factory"], metric=meta["metric"], use_gpu=use_gpu,
                   seed=int(meta.get("seed", 0)), **meta.get("params", {}))
+        if not isinstance(meta["shards"], list) or not meta["shards"]:
+            raise FormatError(meta_path, None, "shards: a non-empty list", repr(meta["shards"]))
+        from xmr.utils.validation import confined
+
         for m in meta["shards"]:
-            f = path / m["file"]
+            if not isinstance(m, dict) or not all(k in m for k in ("file", "offset", "count")):
+                raise FormatError(meta_path, None, "shards: objects with file, offset, count",
+                                  repr(m)[:80])
+            f = confined(path, m["file"], meta_path)  # never a file outside the index folder
             if not f.is_file():
                 raise MetadataMismatchError(f"index {path}: meta.json lists {m['file']}, "
                                             f"which is missing")
-            index = faiss.read_index(str(f))
+            try:
+                index = faiss.read_index(str(f))
+            except RuntimeError as exc:
+                import re
+
+                why = re.search(r"[Ee]rror: *'?([^\n]{1,100})", str(exc).split(" at /")[-1])
+                raise FormatError(f, None, "a FAISS index file written by faiss.write_index",
+                                  "a damaged or truncated file that faiss cannot read"
+                                  + (f" ({why.group(1).strip()})" if why else "")) from None
             if index.d != dim or index.ntotal != m["count"]:
                 raise MetadataMismatchError(
                     f"index {path}: {m['file']} holds {index.ntotal} vectors of dim {index.d}; "

@@ -22,6 +22,7 @@ import numpy as np
 import xmr
 from xmr.errors import FormatError, MetadataMismatchError
 from xmr.utils.atomic import atomic_dir
+from xmr.utils.validation import FLOAT16_MAX
 
 FORMAT_VERSION = 1
 _FILES = ("indptr.npy", "ids.npy", "logits.npy", "meta.json")
@@ -88,40 +89,84 @@ class TeacherStore:
 
     @classmethod
     def load(cls, path, mmap: bool = True) -> "TeacherStore":
-        """Open a store directory (arrays memory-mapped by default) and check its consistency."""
+        """Open a store directory (arrays memory-mapped by default) and check its consistency:
+        integer ``indptr``/``ids``, float ``logits``, complete (untruncated) arrays, ``indptr``
+        from 0 to nnz and non-decreasing, ids in range, rows of at most ``k`` distinct labels
+        sorted by decreasing logit (a shifted ``indptr`` breaks that order)."""
+        from xmr.utils.validation import npy_load, read_json
+
         path = Path(path)
         for name in _FILES:
             if not (path / name).is_file():
                 raise FormatError(path / name, None, "a teacher store file", "no such file")
-        meta = json.loads((path / "meta.json").read_text())
+        meta = read_json(path / "meta.json", "the JSON object of a teacher store")
         if meta.get("format") != "xmr-teacher-store":
             raise FormatError(path / "meta.json", None, "format 'xmr-teacher-store'",
                               repr(meta.get("format")))
         if meta.get("format_version") != FORMAT_VERSION:
             raise FormatError(path / "meta.json", None, f"format_version {FORMAT_VERSION}",
                               repr(meta.get("format_version")))
-        mode = "r" if mmap else None
-        indptr = np.load(path / "indptr.npy", mmap_mode=mode, allow_pickle=False)
-        ids = np.load(path / "ids.npy", mmap_mode=mode, allow_pickle=False)
-        logits = np.load(path / "logits.npy", mmap_mode=mode, allow_pickle=False)
-        store = cls(indptr=indptr, ids=ids, logits=logits, num_labels=int(meta["num_labels"]),
-                    meta={**meta, "path": str(path)})
+        for key in ("num_rows", "num_labels"):
+            v = meta.get(key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise FormatError(path / "meta.json", None, f"{key}: a non-negative integer",
+                                  repr(v))
+        arrays = {}
+        for name, kind in (("indptr", "iu"), ("ids", "iu"), ("logits", "f")):
+            a = npy_load(path / f"{name}.npy", mmap=mmap)
+            if a.dtype.kind not in kind:
+                want = "integer" if kind == "iu" else "floating-point"
+                raise FormatError(path / f"{name}.npy", None, f"an {want} array" if kind == "iu"
+                                  else f"a {want} array", f"dtype {a.dtype}")
+            arrays[name] = a
+        store = cls(indptr=arrays["indptr"], ids=arrays["ids"], logits=arrays["logits"],
+                    num_labels=int(meta["num_labels"]), meta={**meta, "path": str(path)})
         store._validate(path)
         return store
 
     def _validate(self, path) -> None:
+        path = Path(path)
         n = self.meta.get("num_rows")
         if self.indptr.ndim != 1 or self.indptr.shape[0] != n + 1:
-            raise FormatError(Path(path) / "indptr.npy", None, f"{n + 1} row pointers",
+            raise FormatError(path / "indptr.npy", None, f"{n + 1} row pointers",
                               f"shape {self.indptr.shape}")
-        nnz = int(self.indptr[-1])
-        if self.ids.shape != (nnz,) or self.logits.shape != (nnz,):
-            raise FormatError(Path(path) / "ids.npy", None, f"{nnz} entries",
+        indptr = np.asarray(self.indptr, dtype=np.int64)
+        nnz = self.ids.shape[0] if self.ids.ndim == 1 else -1
+        if self.ids.ndim != 1 or self.logits.shape != self.ids.shape:
+            raise FormatError(path / "ids.npy", None, "ids and logits of the same length",
                               f"ids {self.ids.shape}, logits {self.logits.shape}")
+        if indptr[0] != 0 or indptr[-1] != nnz:
+            raise FormatError(path / "indptr.npy", None, f"row pointers from 0 to nnz={nnz}",
+                              f"{int(indptr[0])} to {int(indptr[-1])}")
+        lens = np.diff(indptr)
+        if (lens < 0).any():
+            r = int(np.argmax(lens < 0))
+            raise FormatError(path / "indptr.npy", None, "non-decreasing row pointers",
+                              f"indptr[{r + 1}]={int(indptr[r + 1])} < indptr[{r}]={int(indptr[r])}")
+        k = self.meta.get("k")
+        if isinstance(k, int) and not isinstance(k, bool) and k > 0 and lens.size and \
+                int(lens.max()) > k:
+            r = int(np.argmax(lens > k))
+            raise FormatError(path / "indptr.npy", None, f"at most k={k} entries per row "
+                              f"(meta.json)", f"{int(lens[r])} in row {r}")
         if nnz and (int(self.ids.min()) < 0 or int(self.ids.max()) >= self.num_labels):
-            raise FormatError(Path(path) / "ids.npy", None,
+            raise FormatError(path / "ids.npy", None,
                               f"label ids in [0, {self.num_labels})",
                               f"ids in [{int(self.ids.min())}, {int(self.ids.max())}]")
+        if nnz:
+            lg = np.asarray(self.logits, dtype=np.float32)
+            if not np.isfinite(lg).all():
+                raise FormatError(path / "logits.npy", None, "finite logits", "NaN or inf")
+            # within a row, logits never increase: a misaligned indptr shows up as a rise
+            up = np.diff(lg) > 0
+            starts = indptr[1:-1]
+            up[starts[(starts > 0) & (starts < nnz)] - 1] = False
+            if up.any():
+                e = int(np.argmax(up)) + 1
+                r = int(np.searchsorted(indptr, e, side="right") - 1)
+                raise FormatError(path / "indptr.npy", None, "rows sorted by decreasing logit "
+                                  "(row pointers aligned with ids.npy and logits.npy)",
+                                  f"a logit that rises inside row {r} (entry {e})")
 
 
 def from_topk(ids: np.ndarray, logits: np.ndarray, num_labels: int, meta: Optional[dict] = None) -> TeacherStore:
@@ -137,8 +182,19 @@ def from_topk(ids: np.ndarray, logits: np.ndarray, num_labels: int, meta: Option
     valid = np.take_along_axis(valid, order, 1)
     indptr = np.zeros(ids.shape[0] + 1, dtype=np.int64)
     np.cumsum(valid.sum(1), out=indptr[1:])
+    kept = logits[valid]
+    if kept.size and not np.isfinite(kept).all():
+        raise ValueError("logits: expected finite values for every listed id, got NaN or inf")
+    if kept.size and float(np.abs(kept).max()) > FLOAT16_MAX:
+        # fp16 storage would clip them to ±65504 and flatten the teacher's ranking
+        raise ValueError(f"logits: expected values within the fp16 range ±{FLOAT16_MAX:.0f} of "
+                         f"the store, got |logit| up to {float(np.abs(kept).max()):.6g}; rescale "
+                         f"the scores (e.g. divide by a temperature) before building the store")
+    if int(num_labels) < 1 or (ids[valid].size and int(ids[valid].max()) >= int(num_labels)):
+        raise ValueError(f"ids: expected label ids in [0, {int(num_labels)}), got up to "
+                         f"{int(ids[valid].max()) if ids[valid].size else None}")
     return TeacherStore(indptr=indptr, ids=ids[valid].astype(np.int32),
-                        logits=np.clip(logits[valid], -65000, 65000).astype(np.float16),
+                        logits=kept.astype(np.float16),
                         num_labels=int(num_labels), meta=dict(meta or {}))
 
 
@@ -147,6 +203,8 @@ def from_scores_csr(scores, k: int, meta: Optional[dict] = None) -> TeacherStore
     top ``k`` entries of each row."""
     import scipy.sparse as sp
 
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k: expected an integer >= 1, got {k!r}")
     S = sp.csr_matrix(scores)
     n, L = S.shape
     ids = np.full((n, k), -1, dtype=np.int64)

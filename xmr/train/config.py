@@ -11,11 +11,11 @@ import dataclasses
 import json
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from xmr.errors import ConfigError
 from xmr.objectives.config import LossConfig
+from xmr.utils.validation import check_device_name, check_int, check_number, read_json
 
 
 @dataclass
@@ -27,6 +27,10 @@ class DataConfig:
     valid_fraction: float = 0.05  #: held-out part of the training rows for periodic evaluation
     test_fraction: float = 0.2  #: debian-deps only: the seeded train/test split
     split_seed: int = 0  #: debian-deps only
+
+    def validate(self, prefix: str = "data.") -> None:
+        check_number(prefix + "valid_fraction", self.valid_fraction, 0.0, 1.0, hi_open=True)
+        check_number(prefix + "test_fraction", self.test_fraction, 0.0, 1.0, True, True)
 
 
 @dataclass
@@ -46,6 +50,14 @@ class ModelConfig:
     num_shards: int = 1  #: label shards within this process
     label_bias: bool = False
 
+    def validate(self, prefix: str = "model.") -> None:
+        check_int(prefix + "dim", self.dim, 1)
+        for i, h in enumerate(self.hidden):
+            check_int(f"{prefix}hidden[{i}]", h, 1)
+        check_number(prefix + "dropout", self.dropout, 0.0, 1.0, hi_open=True)
+        check_number(prefix + "input_dropout", self.input_dropout, 0.0, 1.0, hi_open=True)
+        check_int(prefix + "num_shards", self.num_shards, 1)
+
 
 @dataclass
 class MinerConfig:
@@ -56,6 +68,13 @@ class MinerConfig:
     refresh_every: int = 100  #: steps between index rebuilds (staleness)
     skip_top: int = 0  #: ranks skipped at the top (likely false negatives)
     factory: str = "HNSW32"
+
+    def validate(self, prefix: str = "miner.") -> None:
+        check_int(prefix + "k", self.k, 1)
+        if self.num_negatives is not None:
+            check_int(prefix + "num_negatives", self.num_negatives, 0)
+        check_int(prefix + "refresh_every", self.refresh_every, 1)
+        check_int(prefix + "skip_top", self.skip_top, 0)
 
 
 @dataclass
@@ -75,6 +94,20 @@ class OptimConfig:
     schedule: str = "constant"
     warmup_fraction: float = 0.0  #: share of all steps with a linear warm-up from 0
     lr_final_ratio: float = 0.0  #: the learning rate at the last step over the base rate
+
+    def validate(self, prefix: str = "optim.") -> None:
+        check_int(prefix + "epochs", self.epochs, 1)
+        check_int(prefix + "batch_size", self.batch_size, 1)
+        check_number(prefix + "lr_encoder", self.lr_encoder, 0.0, lo_open=True)
+        check_number(prefix + "lr_table", self.lr_table, 0.0, lo_open=True)
+        check_int(prefix + "full_softmax_chunk", self.full_softmax_chunk, 1)
+        check_number(prefix + "weight_decay", self.weight_decay, 0.0)
+        check_number(prefix + "table_weight_decay", self.table_weight_decay, 0.0)
+        if self.schedule not in ("constant", "linear", "cosine"):
+            raise ConfigError(f"{prefix}schedule: expected one of constant, linear, cosine, "
+                              f"got {self.schedule!r}")
+        check_number(prefix + "warmup_fraction", self.warmup_fraction, 0.0, 1.0)
+        check_number(prefix + "lr_final_ratio", self.lr_final_ratio, 0.0, 1.0)
 
 
 @dataclass
@@ -97,6 +130,22 @@ class TrainConfig:
     threads: int = 0  #: torch intra-op threads (0 = leave torch's default)
     device: str = "auto"  #: "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
 
+    def validate(self) -> "TrainConfig":
+        """Check every value's range (``KEY: expected X, got Y`` as :class:`ConfigError`);
+        :meth:`from_dict` calls it, so a config read from JSON or ``--set`` is always checked."""
+        for name in ("data", "model", "miner", "optim"):
+            getattr(self, name).validate(name + ".")
+        check_int("seed", self.seed, 0)
+        check_int("eval_every", self.eval_every, 0)
+        check_int("checkpoint_every", self.checkpoint_every, 0)
+        check_int("early_stopping_patience", self.early_stopping_patience, 0)
+        if not (isinstance(self.early_stopping_metric, str) and "@" in self.early_stopping_metric):
+            raise ConfigError(f"early_stopping_metric: expected a metric name such as P@1, "
+                              f"nDCG@5 or PSP@1, got {self.early_stopping_metric!r}")
+        check_int("threads", self.threads, 0)
+        check_device_name("device", self.device)
+        return self
+
     # ------------------------------------------------------------------ JSON round trip
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -106,11 +155,16 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
-        return _from_dict(cls, d, "")
+        return _from_dict(cls, d, "").validate()
 
     @classmethod
     def from_json(cls, path) -> "TrainConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a config file; errors name the file (and the line, for bad JSON)."""
+        d = read_json(path, "a JSON object of config sections")
+        try:
+            return cls.from_dict(d)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
 
     def with_overrides(self, assignments: List[str]) -> "TrainConfig":
         """Apply ``key=value`` overrides (dotted keys, JSON values; bare words are strings)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -163,7 +164,9 @@ def _load_miner(miner, path: Path) -> None:
     from xmr.negatives.index import LabelIndex
 
     miner.index_ = LabelIndex.load(path / "index", expect_num_labels=miner.num_labels)
-    miner.load_state_dict(json.loads((path / "state.json").read_text()))
+    from xmr.utils.validation import read_json
+
+    miner.load_state_dict(read_json(path / "state.json", "the JSON object of the miner's state"))
 
 
 class Trainer:
@@ -182,6 +185,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, X_trn: sp.csr_matrix, Y_trn: sp.csr_matrix,
                  out_dir=None, teacher=None, inv_prop=None, progress: bool = True,
                  process_group=None):
+        cfg.validate()
         self.cfg = cfg
         self.loss_cfg = cfg.loss.resolved()
         self.X = sp.csr_matrix(X_trn, dtype=np.float32)
@@ -275,10 +279,28 @@ class Trainer:
         return path
 
     def load_checkpoint(self) -> bool:
-        """Restore the state of ``out_dir/checkpoint``; False when there is none."""
+        """Restore the state of ``out_dir/checkpoint``.
+
+        Raises :class:`~xmr.errors.CheckpointError` when there is no usable checkpoint (no
+        folder, no ``state.pt``): ``--resume`` never silently starts from scratch. A checkpoint
+        whose swap was interrupted (only the ``.checkpoint.*.old`` folder is left) is restored.
+        """
+        from xmr.errors import CheckpointError
+        from xmr.utils.atomic import leftovers
+
         path = self.checkpoint_dir
-        if path is None or not (path / "state.pt").is_file():
-            return False
+        if path is None:
+            raise CheckpointError("cannot resume: the trainer has no output folder")
+        if not path.exists():
+            old = [p for p in leftovers(path) if p.suffix == ".old" and (p / "state.pt").is_file()]
+            if old:
+                log.warning("restoring %s from %s (a checkpoint swap was interrupted)", path,
+                            old[-1])
+                os.replace(old[-1], path)
+        if not (path / "state.pt").is_file():
+            what = "no checkpoint folder" if not path.is_dir() else "no state.pt in it"
+            raise CheckpointError(f"cannot resume from {path}: {what}; run without --resume to "
+                                  f"start from scratch")
         saved = TrainConfig.from_json(path / "config.json")
         if saved.to_dict() != self.cfg.to_dict():
             raise ValueError(f"cannot resume from {path}: it was written with a different config "
@@ -295,7 +317,9 @@ class Trainer:
             score, epoch, step = (float(v) for v in state["best"])
             self.best = {"score": score, "epoch": int(epoch), "step": int(step),
                          "model": state["best_model"]}
-        self.history = json.loads((path / "history.json").read_text())
+        from xmr.utils.validation import read_json
+
+        self.history = read_json(path / "history.json", "the JSON list of a checkpoint's history")
         if self.miner is not None and (path / "miner").exists():
             _load_miner(self.miner, path / "miner")
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch,

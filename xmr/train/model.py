@@ -29,6 +29,11 @@ FORMAT_VERSION = 1
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` → the first CUDA device when one is available, else the CPU."""
+    from xmr.utils.validation import check_device_name
+
+    if isinstance(name, torch.device):
+        name = str(name)
+    check_device_name("device", name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
@@ -78,6 +83,10 @@ class XMRModel(nn.Module):
         """φ(x) for the given rows of ``X`` → ``f32[len(rows), dim]``."""
         from xmr.models import csr_to_bag
 
+        if X.shape[1] > self.num_features:
+            raise MetadataMismatchError(
+                f"the input has {X.shape[1]} feature columns; the model was trained on "
+                f"{self.num_features}")
         if rows is None:
             rows = np.arange(X.shape[0])
         inp, offsets, weights = csr_to_bag(X, rows)
@@ -95,6 +104,8 @@ class XMRModel(nn.Module):
         """Exact top-k labels of every row: ``(scores f32[n, k], ids i64[n, k])``, −1 padded."""
         from tqdm.auto import tqdm
 
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k: expected an integer >= 1, got {k!r}")
         was_training = self.training
         self.eval()
         n = X.shape[0]
@@ -131,22 +142,70 @@ class XMRModel(nn.Module):
     @classmethod
     def load(cls, path, expect_num_labels: Optional[int] = None,
              expect_num_features: Optional[int] = None, device="cpu") -> "XMRModel":
+        """Read a model folder written by :meth:`save`.
+
+        Every defect of the folder is a one-line :class:`FormatError` naming the file: a missing
+        or invalid ``config.json`` (bad JSON, missing or unknown keys, wrong types), a
+        ``format_version`` newer than this xmr reads, a ``weights.pt`` that torch refuses to load
+        safely, is truncated, does not match the config, or holds NaN/inf weights.
+        """
+        from xmr.train.config import _from_dict
+        from xmr.errors import ConfigError
+        from xmr.utils.validation import read_json
+
         path = Path(path)
         cfg_path = path / "config.json"
         if not cfg_path.is_file():
             raise FormatError(cfg_path, None, "an xmr model folder with config.json", "no such file")
-        meta = json.loads(cfg_path.read_text())
+        meta = read_json(cfg_path, "the JSON object of an xmr model")
         if meta.get("format") != "xmr-model":
             raise FormatError(cfg_path, None, "format 'xmr-model'", repr(meta.get("format")))
+        version = meta.get("format_version")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise FormatError(cfg_path, None, "an integer format_version", repr(version))
+        if version > FORMAT_VERSION:
+            raise FormatError(cfg_path, None, f"format_version <= {FORMAT_VERSION} (what this xmr "
+                              f"{xmr.__version__} reads; upgrade xmr)", repr(version))
+        for key in ("num_features", "num_labels"):
+            v = meta.get(key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise FormatError(cfg_path, None, f"{key}: a positive integer", repr(v))
+        if not isinstance(meta.get("model"), dict):
+            raise FormatError(cfg_path, None, "model: an object of model settings",
+                              repr(meta.get("model")))
+        try:
+            mcfg = _from_dict(ModelConfig, meta["model"], "model.")
+            mcfg.validate()
+        except ConfigError as exc:
+            raise FormatError(cfg_path, None, "valid model settings", str(exc)) from None
         if expect_num_labels is not None and meta["num_labels"] != expect_num_labels:
             raise MetadataMismatchError(
                 f"model {path} was trained for {meta['num_labels']} labels; the data has {expect_num_labels}")
         if expect_num_features is not None and meta["num_features"] != expect_num_features:
             raise MetadataMismatchError(
                 f"model {path} expects {meta['num_features']} input features; the data has {expect_num_features}")
-        mcfg = ModelConfig(**meta["model"])
         model = cls(meta["num_features"], meta["num_labels"], mcfg)
-        model.load_state_dict(load_torch(path / "weights.pt"))
+        weights = path / "weights.pt"
+        if not weights.is_file():
+            raise FormatError(weights, None, "the weights of the model", "no such file")
+        state = load_torch(weights)
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise FormatError(weights, None, "a flat state dict of tensors",
+                              f"a {type(state).__name__}")
+        want = model.state_dict()
+        if set(state) != set(want) or any(state[k].shape != want[k].shape for k in want):
+            missing = sorted(set(want) - set(state))
+            extra = sorted(set(state) - set(want))
+            shape = [k for k in want if k in state and state[k].shape != want[k].shape]
+            got = "; ".join(x for x in (
+                f"missing {missing[:3]}" if missing else "", f"unexpected {extra[:3]}" if extra else "",
+                f"{shape[0]} of shape {tuple(state[shape[0]].shape)}, config.json implies "
+                f"{tuple(want[shape[0]].shape)}" if shape else "") if x)
+            raise FormatError(weights, None, "the tensors config.json describes", got)
+        for k, v in state.items():
+            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                raise FormatError(weights, None, "finite weights", f"NaN or inf in {k}")
+        model.load_state_dict(state)
         model.to(resolve_device(device))
         model.meta = meta
         model.eval()
