@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -98,7 +99,6 @@ def run_demo(settings: DemoSettings, workdir: Optional[Path] = None, progress: b
     score("tf-idf 20-NN", ids, 0.0, ms)
 
     if not settings.baselines_only:
-        from xmr.teachers.store import from_topk
         from xmr.train.config import TrainConfig
         from xmr.train.loop import Trainer
 
@@ -117,38 +117,31 @@ def run_demo(settings: DemoSettings, workdir: Optional[Path] = None, progress: b
             cfg.data.valid_fraction = 0.0
             return cfg
 
-        # --- teacher: larger, exact softmax over all labels. With teacher_folds > 1 the scores of
-        # each training point come from a teacher that did not see it (cross-fitting): a teacher
-        # scoring its own training points returns their memorised labels, not p*(y|x).
+        # --- teacher: larger, exact softmax over all labels, cross-fitted over teacher_folds
+        # folds (xmr.teachers.export): the scores of each training point come from a teacher
+        # that did not see it — a teacher scoring its own training points returns their
+        # memorised labels, not p*(y|x).
+        from xmr.teachers.export import export_teacher
+
         t0 = time.perf_counter()
-        n_trn, K = ds.X_trn.shape[0], settings.teacher_k
-        t_scores = np.full((n_trn, K), -np.inf, np.float32)
-        t_ids = np.full((n_trn, K), -1, np.int64)
         folds = max(1, settings.teacher_folds)
-        fold_of = np.random.default_rng([settings.seed, 31]).integers(0, folds, n_trn)
-        teacher_train_s = 0.0
-        for f in range(folds):
-            fit_rows = np.flatnonzero(fold_of != f) if folds > 1 else np.arange(n_trn)
-            out_rows = np.flatnonzero(fold_of == f) if folds > 1 else np.arange(n_trn)
-            tcfg = config("softmax", settings.teacher_dim, settings.teacher_epochs, None)
-            tr = Trainer(tcfg, ds.X_trn[fit_rows], ds.Y_trn[fit_rows], out_dir=work / f"teacher{f}",
-                         progress=progress)
-            res = tr.fit()
-            teacher_train_s += res.train_seconds
-            s_, i_ = res.model.predict(ds.X_trn[out_rows], K)
-            t_scores[out_rows], t_ids[out_rows] = s_, i_
+
+        def score_first_fold(f, res):
             if f == 0:
                 _, ids, ms = _timed_predict(lambda: res.model.predict(ds.X_tst, 5), n_tst)
                 name = f"teacher (softmax, d={settings.teacher_dim}"
                 name += f", 1 of {folds} folds)" if folds > 1 else ")"
                 score(name, ids, res.train_seconds, ms)
 
-        # --- export its top-K on the training points
-        store = from_topk(t_ids, t_scores, ds.num_labels,
-                          meta={"source": "xmr demo teacher", "temperature": 1.0,
-                                "folds": folds, "out_of_fold": folds > 1})
-        store_dir = store.save(work / "teacher_store")
-        log.info("teacher top-%d of %d folds exported in %.1f s", K, folds, time.perf_counter() - t0)
+        tcfg = config("softmax", settings.teacher_dim, settings.teacher_epochs, None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # folds=1 is the demo's ablation, asked for knowingly
+            exported = export_teacher(tcfg, ds, k=settings.teacher_k, folds=folds,
+                                      seed=settings.seed, out=work / "teacher_store",
+                                      workdir=work, progress=progress, on_fold=score_first_fold)
+        store_dir = exported.path
+        log.info("teacher top-%d of %d folds exported in %.1f s", settings.teacher_k, folds,
+                 time.perf_counter() - t0)
 
         # --- students, same size and epochs, one per preset
         for preset in settings.presets:
