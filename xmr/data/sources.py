@@ -221,6 +221,13 @@ def _load_registered(name: str, root, opts: Options) -> XMCDataset:
 
         raise XMRError(f"unknown dataset {name!r}: not a registered name and no such file or "
                        f"folder; expected a path or one of: {', '.join(dataset_names())}") from None
+    from xmr.data.prepare import is_prepared
+    from xmr.data.registry import KIND_EMBEDDED
+
+    if info.kind != KIND_EMBEDDED and not is_prepared(info.name, root) and Path(name).is_dir():
+        # a folder in the working directory that is named like a benchmark: read it (checked
+        # against the registry's statistics) rather than ask for `xmr data prepare`
+        return load_path(Path(name), root, opts)
     if info.name == "debian-deps":
         from xmr.data.debian import load_debian_deps
 

@@ -132,12 +132,13 @@ class TextVectorizer:
         return TfidfVectorizer(sublinear_tf=self.sublinear_tf, min_df=self.min_df,
                                dtype=np.float32, vocabulary=vocabulary)
 
-    def fit_transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+    def fit_transform(self, texts: Sequence[str], path=None) -> sp.csr_matrix:
+        """Fit on ``texts`` (``path``: the file they came from, named in errors)."""
         self._vec = self._sk()
         try:
             X = self._vec.fit_transform(list(texts))
         except ValueError as exc:  # "empty vocabulary; perhaps the documents only contain stop words"
-            raise FormatError(None, None, f"training texts with words that occur in at least "
+            raise FormatError(path, None, f"training texts with words that occur in at least "
                               f"min_df={self.min_df} points", str(exc)) from None
         self.vocabulary_ = self._vec.vocabulary_
         self.idf_ = self._vec.idf_
@@ -217,7 +218,7 @@ def convert_tsv(train: PathLike, test: PathLike, min_df: int = 1) -> Converted:
     Y_trn = label_matrix(l_trn, index, train, n_trn)
     Y_tst = label_matrix(l_tst, index, test, n_tst, train_path=train)
     vec = TextVectorizer(min_df=min_df)
-    X_trn = vec.fit_transform(t_trn)
+    X_trn = vec.fit_transform(t_trn, train)
     X_tst = vec.transform(t_tst)
     return {"X_trn": X_trn, "Y_trn": Y_trn, "X_tst": X_tst, "Y_tst": Y_tst}, names, vec
 
@@ -238,7 +239,7 @@ def convert_tsv_split(path: PathLike, test_fraction: float, seed: int, min_df: i
     index = {nm: j for j, nm in enumerate(names)}
     Y = label_matrix(labels, index, path, lines)
     vec = TextVectorizer(min_df=min_df)
-    X_trn = vec.fit_transform([texts[i] for i in trn])
+    X_trn = vec.fit_transform([texts[i] for i in trn], path)
     X_tst = vec.transform([texts[i] for i in tst])
     return ({"X_trn": X_trn, "Y_trn": Y[trn], "X_tst": X_tst, "Y_tst": Y[tst]}, names, vec,
             trn, tst)
@@ -261,7 +262,7 @@ def convert_lf(trn: PathLike, tst: PathLike, lbl: Optional[PathLike], min_df: in
                if isinstance(j, int)]
         L = max(ids) + 1 if ids else 0
     vec = TextVectorizer(min_df=min_df)
-    X_trn = vec.fit_transform([str(r.get("title", "")) for r in r_trn])
+    X_trn = vec.fit_transform([str(r.get("title", "")) for r in r_trn], trn)
     X_tst = vec.transform([str(r.get("title", "")) for r in r_tst])
     mats = {"X_trn": X_trn, "Y_trn": _lf_labels(Path(trn), r_trn, L),
             "X_tst": X_tst, "Y_tst": _lf_labels(Path(tst), r_tst, L)}
