@@ -105,3 +105,30 @@ def test_predict_text_needs_a_text_model(workdir, capsys, tmp_path):
     assert main(["predict", "--model", "runs/xc/model", "-k", "3", "--out", "p.npz"]) == 0
     with np.load("p.npz") as z:
         assert z["ids"].shape == (30, 3)
+
+
+@pytest.mark.parametrize("layout", ["xc", "npz", "tsv"])
+def test_train_and_evaluate_on_a_folder(workdir, capsys, layout):
+    from xmr.data.formats import write_npz, write_xc_bow
+    from _own_data import planted_matrices
+
+    d = workdir / "data" / layout
+    if layout == "tsv":
+        d = workdir / "data" / "mydata"
+    else:
+        m = planted_matrices()
+        d.mkdir(parents=True)
+        if layout == "xc":
+            write_xc_bow(d / "train.txt", m["X_trn"], m["Y_trn"])
+            write_xc_bow(d / "test.txt", m["X_tst"], m["Y_tst"])
+        else:
+            for k, v in m.items():
+                write_npz(d / f"{k}.npz", v)
+    assert main(["train", "--set", f"data.dataset={d}", "--set", "loss.preset=softmax", "--set",
+                 "model.dim=8", "--set", "optim.epochs=1", "--out", "runs/x"]) == 0
+    summary = _json_tail(capsys.readouterr().out)
+    assert summary["dataset"] == d.name and 0 <= summary["test"]["P@1"] <= 1
+    assert main(["evaluate", "--model", "runs/x/model", "--dataset", str(d)]) == 0
+    assert _json_tail(capsys.readouterr().out)["P@1"] == pytest.approx(summary["test"]["P@1"])
+    assert main(["data", "info", str(d)]) == 0
+    assert "L (labels)" in capsys.readouterr().out

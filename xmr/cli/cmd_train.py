@@ -15,6 +15,11 @@ Train an xmr model. The configuration is a JSON file (print the full skeleton wi
   xmr train --set data.dataset=debian-deps --set loss.preset=double-distill \\
             --set teacher=runs/teacher_store --out runs/student
 
+data.dataset is a registered name or a path: a folder of XC train.txt/test.txt,
+trn_X_Xf.txt/trn_X_Y.txt/tst_* sparse files, X_trn.npz/Y_trn.npz/X_tst.npz/Y_tst.npz, labelled
+text train.tsv/test.tsv, LF trn.json.gz/tst.json.gz, a prepared folder, or one .tsv/XC file
+(split by data.test_fraction/data.split_seed); see `xmr data import --help`.
+
 The resolved config is saved next to the model (OUT/model/config.json). Checkpoints are written
 atomically to OUT/checkpoint; --resume continues the same run from there.
 
