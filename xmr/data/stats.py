@@ -55,7 +55,7 @@ def dataset_stats(ds, top: int = 5) -> Dict:
 def format_stats(st: Dict) -> str:
     """The text ``xmr data info PATH`` prints."""
     lines: List[str] = [
-        f"{st['name']}",
+        f"{st['name']}  (label statistics over the training split)",
         f"  N (train / test)     : {st['n_train']:,} / {st['n_test']:,}",
         f"  D (features)         : {st['num_features']:,}",
         f"  L (labels)           : {st['num_labels']:,}",
