@@ -19,6 +19,7 @@ import json
 import logging
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -117,8 +118,8 @@ def run_demo(settings: DemoSettings, workdir: Optional[Path] = None, progress: b
     if not settings.baselines_only:
         import importlib.util
 
-        from xmr.teachers.store import TeacherStore, from_topk
-        from xmr.teachers.trees import fit_tree_teacher, fold_assignment
+        from xmr.teachers.store import TeacherStore
+        from xmr.teachers.trees import fit_tree_teacher
         from xmr.train.config import TrainConfig
         from xmr.train.loop import Trainer
 
@@ -154,18 +155,13 @@ def run_demo(settings: DemoSettings, workdir: Optional[Path] = None, progress: b
             t_name = f"teacher (omikuji, {folds}-fold, out-of-fold on train)"
         elif kind == "neural":
             # every training point is scored by the fold model that did not see it
-            n_trn = ds.X_trn.shape[0]
-            t_scores = np.full((n_trn, K), -np.inf, np.float32)
-            t_ids = np.full((n_trn, K), -1, np.int64)
-            fold_of = fold_assignment(n_trn, folds, settings.seed) if folds > 1 else np.zeros(n_trn, int)
-            for f in range(folds):
-                fit_rows = np.flatnonzero(fold_of != f) if folds > 1 else np.arange(n_trn)
-                out_rows = np.flatnonzero(fold_of == f)
-                tcfg = config("softmax", settings.teacher_dim, None)
-                res = Trainer(tcfg, ds.X_trn[fit_rows], ds.Y_trn[fit_rows], progress=progress).fit()
-                t_scores[out_rows], t_ids[out_rows] = res.model.predict(ds.X_trn[out_rows], K)
-            store = from_topk(t_ids, t_scores, ds.num_labels,
-                              {"source": "xmr demo teacher", "folds": folds, "out_of_fold": folds > 1})
+            from xmr.teachers.export import export_teacher
+
+            tcfg = config("softmax", settings.teacher_dim, None)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # folds=1 is an ablation, asked for knowingly
+                store = export_teacher(tcfg, ds, k=K, folds=folds, seed=settings.seed,
+                                       workdir=None, progress=progress).store
             t_name = f"teacher (xmr softmax d={settings.teacher_dim}, {folds}-fold)"
         else:
             raise ValueError(f"teacher: expected auto, tree or neural, got {settings.teacher!r}")

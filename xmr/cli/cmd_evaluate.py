@@ -23,34 +23,18 @@ def register(p) -> None:
 
 def run(args) -> int:
     import json
-    import time
-
-    import numpy as np
 
     from xmr.cli._common import load_split
-    from xmr.eval import evaluate
-    from xmr.eval.propensity import inverse_propensity
+    from xmr.eval.model_eval import evaluate_model
     from xmr.train.model import XMRModel
 
-    ds, X, Y = load_split(args)
     ks = tuple(args.ks)
+    ds, _, _ = load_split(args, args.model)
     model = XMRModel.load(args.model, expect_num_labels=ds.num_labels, expect_num_features=ds.num_features)
-    pairs = ds.filter_pairs if args.split == "test" else None
-    # filtered pairs are dropped from the ranking: predict enough extra labels to keep k
-    extra = int(np.bincount(pairs[:, 0]).max()) if pairs is not None and len(pairs) else 0
-    t0 = time.perf_counter()
-    _, ids = model.predict(X, max(ks) + extra)
-    ms = 1000 * (time.perf_counter() - t0) / max(X.shape[0], 1)
-    inv = inverse_propensity(ds.Y_trn, A=ds.prop_a, B=ds.prop_b)
-    m = evaluate(Y, ids, ks=ks, inv_prop=inv, filter_pairs=pairs)
-    m["predict_ms_per_query"] = ms
-    if args.by_frequency:
-        from xmr.eval.frequency import by_frequency
+    m = evaluate_model(model, ds, ks=ks, split=args.split, by_frequency=args.by_frequency)
+    if args.by_frequency and args.plot:
+        from xmr.eval.frequency import plot_by_frequency
 
-        m["by_frequency"] = by_frequency(ds.Y_trn, Y, ids, inv, filter_pairs=pairs)
-        if args.plot:
-            from xmr.eval.frequency import plot_by_frequency
-
-            plot_by_frequency({str(args.model): m["by_frequency"]}, args.plot)
+        plot_by_frequency({str(args.model): m["by_frequency"]}, args.plot)
     print(json.dumps(m, indent=2))
     return 0

@@ -8,6 +8,7 @@ DESCRIPTION = """\
 A teacher store holds, for every training point, the teacher's top-K labels and raw logits
 (CSR: int32 ids, fp16 logits; memory-mapped during training).
 
+  xmr teacher export --dataset NAME|DIR --folds 5 [--config t.json] [--set model.dim=256] -k 32 --out runs/tstore
   xmr teacher export --model runs/teacher/model --dataset debian-deps -k 32 --out runs/tstore
   xmr teacher import --scores preds.txt -k 32 --probabilities --out runs/tstore
 
@@ -24,7 +25,14 @@ needs (prefer the lower log-loss).
 
 `import` reads scores in the sparse text format (header `rows cols`, then `label:score ...` per
 row), e.g. another library's predictions on the training set; --probabilities stores log(p) as
-the logit so that softmax over the top-K gives back the renormalised probabilities."""
+the logit so that softmax over the top-K gives back the renormalised probabilities.
+
+`export` without --model trains the teacher itself, cross-fitted: the training points are split
+into --folds folds (default 5) and each fold is scored by a teacher trained on the other folds
+(the config: --config/--set as for `xmr train`; loss.preset defaults to softmax, and without
+--config valid_fraction=0, eval_every=0). --folds 1 trains one teacher on all points that scores
+its own training points (memorised labels; not recommended). With --model an already trained
+model scores the chosen split (it has seen its own training points)."""
 
 
 def register(p) -> None:
@@ -33,10 +41,20 @@ def register(p) -> None:
     from xmr.cli._common import add_dataset_args
 
     sub = p.add_subparsers(dest="action", metavar="ACTION")
-    e = sub.add_parser("export", help="run a trained xmr model over a dataset split")
-    e.add_argument("--model", required=True)
+    e = sub.add_parser("export", help="train a cross-fitted teacher (or run a trained model) "
+                       "and store its top-K on the training points")
+    e.add_argument("--model", default=None, help="score with this trained model instead of "
+                   "training cross-fitted teachers")
     add_dataset_args(e)
     e.set_defaults(split="train")
+    e.add_argument("--folds", type=positive_int, default=None,
+                   help="cross-fitting folds when training the teacher (default 5)")
+    e.add_argument("--config", default=None, help="teacher TrainConfig JSON (see xmr train --print-config)")
+    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a teacher config value (repeatable)")
+    e.add_argument("--seed", type=int, default=None, help="fold assignment seed (default: config seed)")
+    e.add_argument("--workdir", default=None, help="keep each fold's teacher run here")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.add_argument("-k", type=positive_int, default=32, help="labels kept per row (default: %(default)s)")
     e.add_argument("--out", required=True)
     e.set_defaults(func=run_export)
@@ -72,20 +90,58 @@ def register(p) -> None:
 
 
 def run_export(args) -> int:
+    if args.model is None:
+        return _export_cross_fitted(args)
+    if args.folds not in (None, 1) or args.config or args.overrides:
+        from xmr.errors import ConfigError
+
+        raise ConfigError("--model scores with an already trained model: --folds, --config and "
+                          "--set apply only when the teacher is trained here (without --model)")
 
     from xmr.cli._common import load_split
     from xmr.teachers.store import from_topk
     from xmr.train.model import XMRModel
     from xmr.utils.hashing import sha256_file
 
-    ds, X, _ = load_split(args)
+    ds, X, _ = load_split(args, args.model)
     model = XMRModel.load(args.model, expect_num_labels=ds.num_labels, expect_num_features=ds.num_features)
     scores, ids = model.predict(X, args.k, progress=True)
     meta = {"source": "xmr model", "model": str(args.model),
-            "model_sha256": sha256_file(f"{args.model}/weights.pt"), "dataset": args.dataset,
+            "model_sha256": sha256_file(f"{args.model}/weights.pt"), "dataset": ds.name,
             "split": args.split, "temperature": 1.0, "k": args.k}
     from_topk(ids, scores, ds.num_labels, meta).save(args.out)
     print(f"teacher store with top-{args.k} of {ids.shape[0]} rows written to {args.out}")
+    return 0
+
+
+def _export_cross_fitted(args) -> int:
+    from xmr.cli._common import DATA_FIELDS
+    from xmr.errors import ConfigError
+    from xmr.teachers.export import export_teacher
+    from xmr.train.config import TrainConfig
+
+    if args.split != "train":
+        raise ConfigError("a trained teacher is exported on the training split only")
+    folds = 5 if args.folds is None else args.folds
+    if folds < 1:
+        raise ConfigError(f"--folds: expected an integer >= 1, got {folds}")
+    if args.config:
+        cfg = TrainConfig.from_json(args.config)
+    else:
+        cfg = TrainConfig()
+        cfg.loss.preset = "softmax"
+        cfg.data.valid_fraction = 0.0
+        cfg.eval_every = 0
+    cfg = cfg.with_overrides(args.overrides)
+    for k in DATA_FIELDS:  # --dataset, --format, ... given on the command line win over the config
+        if getattr(args, k, None) is not None:
+            setattr(cfg.data, k, getattr(args, k))
+    if args.k < 1:
+        raise ConfigError(f"-k: expected a positive integer, got {args.k}")
+    res = export_teacher(cfg, None, k=args.k, folds=folds, seed=args.seed, out=args.out,
+                         workdir=args.workdir, progress=not args.no_progress)
+    print(f"teacher store with top-{args.k} of {res.store.num_rows} rows ({folds} fold(s), "
+          f"{'out-of-fold' if folds > 1 else 'own training points'}) written to {args.out}")
     return 0
 
 

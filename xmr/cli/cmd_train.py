@@ -15,6 +15,11 @@ Train an xmr model. The configuration is a JSON file (print the full skeleton wi
   xmr train --set data.dataset=debian-deps --set loss.preset=double-distill \\
             --set teacher=runs/teacher_store --out runs/student
 
+data.dataset is a registered name or a path: a folder of XC train.txt/test.txt,
+trn_X_Xf.txt/trn_X_Y.txt/tst_* sparse files, X_trn.npz/Y_trn.npz/X_tst.npz/Y_tst.npz, labelled
+text train.tsv/test.tsv, LF trn.json.gz/tst.json.gz, a prepared folder, or one .tsv/XC file
+(split by data.test_fraction/data.split_seed); see `xmr data import --help`.
+
 The resolved config is saved next to the model (OUT/model/config.json). Checkpoints are written
 atomically to OUT/checkpoint; --resume continues the same run from there.
 
@@ -53,35 +58,18 @@ def run(args) -> int:
         return 0
     if not args.out:
         raise SystemExit("xmr train: error: --out is required (or use --print-config)")
-    cfg.loss.resolved()  # fail early on a bad loss config
+    cfg.loss.resolved()  # fail early on a bad loss config (before any data is loaded)
 
-    from xmr.data.loaders import load_dataset
-    from xmr.eval import evaluate
-    from xmr.eval.propensity import inverse_propensity
-    from xmr.teachers.store import TeacherStore
-    from xmr.train.distributed import init_from_env, rank_of
-    from xmr.train.loop import Trainer
+    from xmr.train.run import run_training
 
-    group = init_from_env(cfg.device)
-    ds = load_dataset(cfg.data.dataset, cfg.data.root, cfg.data.test_fraction, cfg.data.split_seed)
-    teacher = TeacherStore.load(cfg.teacher) if cfg.teacher else None
-    inv_prop = inverse_propensity(ds.Y_trn, A=ds.prop_a, B=ds.prop_b)
-    tr = Trainer(cfg, ds.X_trn, ds.Y_trn, out_dir=args.out, teacher=teacher, inv_prop=inv_prop,
-                 progress=not args.no_progress, process_group=group)
-    res = tr.fit(resume=args.resume)
-    summary = {"model": str(res.model_dir), "train_seconds": res.train_seconds,
-               "samples_per_second": res.samples_per_second, "mining_share": res.mining_share}
-    if not args.no_test_eval:  # collective in a distributed run: every rank predicts
-        import numpy as np
-
-        pairs = ds.filter_pairs
-        extra = int(np.bincount(pairs[:, 0]).max()) if pairs is not None and len(pairs) else 0
-        _, ids = res.model.predict(ds.X_tst, 5 + extra)
-        summary["test"] = evaluate(ds.Y_tst, ids, ks=(1, 3, 5), inv_prop=inv_prop, filter_pairs=pairs)
-    if rank_of(group) == 0:
-        print(json.dumps(summary, indent=2))
-    if group is not None:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+    res = run_training(cfg, args.out, resume=args.resume, progress=not args.no_progress,
+                       test_eval=not args.no_test_eval)
+    if _rank_from_env() == 0:
+        print(json.dumps(res.summary, indent=2))
     return 0
+
+
+def _rank_from_env() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))

@@ -15,10 +15,12 @@ from xmr.eval.metrics import (
     remove_pairs,
     topk_from_scores,
 )
+from xmr.eval.model_eval import evaluate_model
 from xmr.eval.propensity import inverse_propensity, label_frequency
 
 __all__ = [
     "evaluate",
+    "evaluate_model",
     "inverse_propensity",
     "label_frequency",
     "ndcg_at_k",

@@ -22,15 +22,10 @@ from typing import Optional
 import numpy as np
 import scipy.sparse as sp
 
+from xmr.teachers.export import fold_assignment  # noqa: F401  (the shared fold rule)
 from xmr.teachers.store import TeacherStore, from_topk
 
 BACKENDS = ("omikuji", "napkinxc")
-
-
-def fold_assignment(n: int, folds: int, seed: int) -> np.ndarray:
-    """The fold of each of ``n`` training rows: ``rng(seed, 31).integers(0, folds, n)`` (the
-    demo's rule, shared by every cross-fitted teacher so that their folds agree)."""
-    return np.random.default_rng([int(seed), 31]).integers(0, folds, n)
 
 
 def _require(backend: str):

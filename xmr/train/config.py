@@ -20,13 +20,17 @@ from xmr.utils.validation import check_device_name, check_int, check_number, rea
 
 @dataclass
 class DataConfig:
-    """Which data to train on."""
+    """Which data to train on (see :mod:`xmr.data.sources` for names, paths and layouts)."""
 
-    dataset: str = "debian-deps"  #: registry name, or a folder in the canonical prepared layout
-    root: Optional[str] = None  #: where prepared datasets live ($XMR_DATA or ~/xmr_data)
+    dataset: str = "debian-deps"  #: registry name, or a path: a folder (xc, sparse, npz, tsv, lf or prepared layout) or one .tsv / XC BoW file
+    root: Optional[str] = None  #: where prepared datasets and converted copies live ($XMR_DATA or ~/xmr_data)
     valid_fraction: float = 0.05  #: held-out part of the training rows for periodic evaluation
-    test_fraction: float = 0.2  #: debian-deps only: the seeded train/test split
-    split_seed: int = 0  #: debian-deps only
+    test_fraction: float = 0.2  #: debian-deps and single-file datasets: the seeded train/test split
+    split_seed: int = 0  #: debian-deps and single-file datasets
+    format: Optional[str] = None  #: force a folder's layout: xc, sparse, npz, tsv, lf (None: detect)
+    min_df: int = 1  #: text datasets (tsv, lf): TfidfVectorizer min_df, fit on the training split
+    prop_a: Optional[float] = None  #: propensity constant A (None: the dataset's own, else 0.55)
+    prop_b: Optional[float] = None  #: propensity constant B (None: the dataset's own, else 1.5)
 
     def validate(self, prefix: str = "data.") -> None:
         check_number(prefix + "valid_fraction", self.valid_fraction, 0.0, 1.0, hi_open=True)
