@@ -42,9 +42,13 @@ def model_data_config(model_dir) -> dict:
         return {}
     try:
         meta = json.loads((Path(model_dir) / "config.json").read_text())
-        return dict((meta.get("train_config") or {}).get("data") or {})
     except (OSError, ValueError):
         return {}
+    # a damaged config.json is reported by the model loader, with its file named; here it
+    # only means "no data options to fall back on"
+    tc = meta.get("train_config") if isinstance(meta, dict) else None
+    data = tc.get("data") if isinstance(tc, dict) else None
+    return dict(data) if isinstance(data, dict) else {}
 
 
 def data_config(args, model_dir=None):
