@@ -59,7 +59,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--presets", default="softmax,mined,double-distill")
+    ap.add_argument("--presets", default="softmax,mined,distill,double-distill")
+    ap.add_argument("--folds", type=int, default=5, help="cross-fitting folds of the teachers")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
 
@@ -71,7 +72,7 @@ def main(argv=None):
 
     ds = load_debian_deps()
     inv = inverse_propensity(ds.Y_trn, A=ds.prop_a, B=ds.prop_b)
-    epochs, tdim, sdim = (1, 64, 32) if args.quick else (4, 256, 96)  # the demo's sizes
+    epochs, sdim = (1, 32) if args.quick else (8, 96)  # at most 8 epochs, early-stopped
     rows, skipped = [], {}
     with tempfile.TemporaryDirectory(prefix="xmr-peers-") as tmp:
         tmp = Path(tmp)
@@ -83,6 +84,9 @@ def main(argv=None):
             ids = np.load(out / "ids.npy")
             m = evaluate(ds.Y_tst, ids, ks=(1, 3, 5), inv_prop=inv)
             res.update({k: m[k] for k in ("P@1", "P@3", "P@5", "PSP@1", "PSP@3", "PSP@5")})
+            from xmr.eval.frequency import by_frequency
+
+            res["by_frequency"] = by_frequency(ds.Y_trn, ds.Y_tst, ids, inv)
             res.update(extra or {})
             rows.append(res)
             print(f"{res['method']:<34s} P@1={res['P@1']:.3f} P@5={res['P@5']:.3f} PSP@1={res['PSP@1']:.3f} "
@@ -105,40 +109,84 @@ def main(argv=None):
             record(out, {"environment": where})
 
         worker = [sys.executable, str(HERE / "peers" / "run_xmr.py")]
-        common = ["--epochs", str(epochs), "--threads", str(args.threads)]
-        # the teacher is cross-fitted as in `xmr demo`: each training point is scored by the
-        # teacher (of two) that did not see it
-        folds, parts, t_rows = 2, [], []
+        common = ["--threads", str(args.threads)]
+        recipe = [f"model.dim={sdim}", f"optim.epochs={epochs}"] + (
+            ["data.valid_fraction=0.05", "early_stopping_patience=2"] if not args.quick else [])
+        from xmr.teachers.combine import combine_stores
+        from xmr.teachers.report import teacher_report
+        from xmr.teachers.store import TeacherStore, from_topk
+
+        # --- teachers, each cross-fitted on the same folds (every training point scored by a
+        # model that did not see it): the student recipe itself, a tree, and their ensemble
+        folds, K = args.folds, 32
+        n_trn = ds.X_trn.shape[0]
+        teachers, reports = {}, {}
+        parts, t_train = [], 0.0
         for f in range(folds):
             t_out = tmp / f"xmr-teacher{f}"
-            subprocess.run(worker + ["softmax", str(t_out), "--dim", str(tdim), "--export-k", "32",
-                                     "--folds", str(folds), "--fold", str(f)] + common, env=env, check=True)
+            subprocess.run(worker + ["softmax", str(t_out), "--export-k", str(K), "--folds", str(folds),
+                                     "--fold", str(f), "--name", f"xmr teacher (fold {f})"]
+                           + sum((["--set", o] for o in recipe), []) + common, env=env, check=True)
             parts.append(np.load(t_out / "teacher_part.npz"))
-            t_rows.append(json.loads((t_out / "result.json").read_text()))
-        train_total = sum(r["train_s"] for r in t_rows)
-        t_out = tmp / "xmr-teacher0"
-        res0 = json.loads((t_out / "result.json").read_text())
-        res0.update(method=f"xmr teacher softmax (d={tdim}, 1 of {folds} folds)", train_s=train_total)
-        (t_out / "result.json").write_text(json.dumps(res0))
-        record(t_out, {"role": "teacher", "note": f"train_s sums the {folds} fold teachers"})
-        from xmr.teachers.store import from_topk
-
-        n_trn, K = ds.X_trn.shape[0], 32
+            t_train += json.loads((t_out / "result.json").read_text())["train_s"]
         ids, scores = np.full((n_trn, K), -1, np.int64), np.full((n_trn, K), -np.inf, np.float32)
         for p in parts:
             ids[p["rows"]], scores[p["rows"]] = p["ids"], p["scores"]
-        store_dir = from_topk(ids, scores, ds.num_labels, {"source": "bench_peers cross-fitted teacher",
-                                                           "folds": folds}).save(tmp / "teacher_store")
+        teachers["neural"] = from_topk(ids, scores, ds.num_labels, {
+            "source": f"xmr softmax (student recipe), {folds}-fold", "folds": folds,
+            "out_of_fold": True, "fit_seconds": t_train}).save(tmp / "t-neural")
+        if subprocess.run([sys.executable, "-c", "import omikuji"]).returncode == 0:
+            r = subprocess.run([sys.executable, "-m", "xmr", "teacher", "fit", "--backend", "omikuji", "--dataset",
+                                "debian-deps", "--folds", str(folds), "-k", str(K), "--threads",
+                                str(args.threads), "--out", str(tmp / "t-tree")], env=env,
+                               capture_output=True, text=True)
+            if r.returncode == 0:
+                teachers["tree"] = tmp / "t-tree"
+                teachers["ensemble"] = combine_stores(
+                    [TeacherStore.load(teachers["neural"]), TeacherStore.load(teachers["tree"])],
+                    k=K, meta={"out_of_fold": True}).save(tmp / "t-ensemble")
+            else:
+                skipped["tree teacher"] = r.stderr.strip()[-300:]
+        else:
+            skipped["tree teacher"] = "omikuji does not import here (pip install 'xmr[peers]')"
+        for name, path in teachers.items():
+            st = TeacherStore.load(path)
+            reports[name] = teacher_report(st, ds.Y_trn)
+            reports[name]["fit_seconds"] = st.meta.get("fit_seconds")
+            print(f"teacher {name:<9s} out-of-fold log-loss={reports[name]['log_loss']:.3f} "
+                  f"ECE={reports[name]['ece']:.3f} P@1={reports[name]['P@1']:.3f}", flush=True)
+        # the paper's criterion picks the teacher: lowest out-of-fold log-loss (training points only)
+        best_t = min(reports, key=lambda n: reports[n]["log_loss"])
+
+        def student(preset, name, teacher=None, extra=()):
+            out = tmp / f"xmr-{name.replace(' ', '_')}"
+            cmd = worker + [preset, str(out), "--name", name] + sum(
+                (["--set", o] for o in recipe + list(extra)), []) + common
+            if teacher is not None:
+                cmd += ["--teacher-store", str(teachers[teacher])]
+            subprocess.run(cmd, env=env, check=True)
+            record(out, {"role": "student", "teacher": teacher})
+
         for preset in [p for p in args.presets.split(",") if p]:
-            out = tmp / f"xmr-{preset}"
-            subprocess.run(worker + [preset, str(out), "--dim", str(sdim),
-                                     "--teacher-store", str(store_dir)] + common,
-                           env=env, check=True)
-            record(out, {"role": "student"})
+            if preset in ("distill", "double-distill", "teacher-negatives"):
+                for t in (teachers if preset == "distill" else [best_t]):
+                    student(preset, f"xmr {preset} ({t} teacher)", t)
+            else:
+                student(preset, f"xmr {preset}")
+        results_extra = {"teachers": reports, "teacher_chosen": best_t}
+    if not args.quick:
+        from xmr.eval.frequency import plot_by_frequency
+
+        keep = {r["method"]: r["by_frequency"] for r in rows if r.get("role") != "teacher"}
+        plot_by_frequency(keep, HERE / "results" / "bench_peers_frequency.png",
+                          title="debian-deps test points by their most frequent positive")
     path = write_result("bench_peers" if not args.quick else "bench_peers_quick",
                         {"dataset": "debian-deps", "split": "seeded 80/20 (seed 0)", "epochs": epochs,
-                         "teacher_dim": tdim, "student_dim": sdim, "threads": args.threads},
-                        {"rows": rows, "skipped": skipped})
+                         "student_dim": sdim, "threads": args.threads, "folds": args.folds,
+                         "recipe": "library defaults (loss, schedule, regularisation) + the "
+                                   "overrides in each row; early stopping on 5 % of the "
+                                   "training points"},
+                        {"rows": rows, "skipped": skipped, **results_extra}, path=args.out)
     print(f"wrote {path}")
 
 

@@ -71,10 +71,18 @@ def _demo():
     return (table(["method", "P@1", "P@3", "P@5", "PSP@1", "PSP@3", "PSP@5", "train s", "ms/query"], rows)
             + f"\n\n_Source: `benchmarks/results/demo.json` (`xmr demo --out benchmarks/results/demo.json`), "
               f"{m.get('cpu_model', '?')}, {m.get('cpu_count', '?')} cores, torch {m.get('torch_version', '?')}, "
-              f"commit `{str(m.get('commit'))[:12]}`, {res.get('date', '?')}; teacher d={st['teacher_dim']}, "
-              f"{st['teacher_epochs']} epochs; students d={st['student_dim']}, {st['student_epochs']} epochs, "
-              f"teacher top-{st['teacher_k']}; total {res['total_seconds']:.0f} s. The omikuji and napkinXC rows "
-              f"are the reference scores of DESIGN.md §3; `bench_peers` below measures them side by side._")
+              f"commit `{str(m.get('commit'))[:12]}`, {res.get('date', '?')}; teacher {st.get('teacher')}, "
+              f"{st.get('teacher_folds')} folds (its row: out-of-fold scores on the training points); "
+              f"students d={st['student_dim']}, at most {st['student_epochs']} epochs (early-stopped on 5 % "
+              f"of the training points), teacher top-{st['teacher_k']}; total {res['total_seconds']:.0f} s. "
+              f"The omikuji and napkinXC rows are copied from `bench_peers` (same split and features, "
+              f"measured side by side there)._")
+
+
+def _peer_rows(res):
+    return [[r["method"], r["P@1"], r["P@3"], r["P@5"], r["PSP@1"], r["PSP@3"], r["PSP@5"],
+             f"{r['train_s']:.1f}", f"{r['predict_ms_per_query']:.3f}", f"{r['peak_rss_mb']:.0f}"]
+            for r in res["results"]["rows"] if r.get("role") != "teacher"]
 
 
 @renderer("peers")
@@ -82,13 +90,61 @@ def _peers():
     res = load("bench_peers")
     if res is None:
         return None
-    rows = [[r["method"], r["P@1"], r["P@3"], r["P@5"], r["PSP@1"], r["PSP@3"], r["PSP@5"],
-             f"{r['train_s']:.1f}", f"{r['predict_ms_per_query']:.3f}", f"{r['peak_rss_mb']:.0f}"]
-            for r in res["results"]["rows"]]
-    out = table(["method", "P@1", "P@3", "P@5", "PSP@1", "PSP@3", "PSP@5", "train s", "ms/query", "peak RSS MB"], rows)
+    out = table(["method", "P@1", "P@3", "P@5", "PSP@1", "PSP@3", "PSP@5", "train s", "ms/query",
+                 "peak RSS MB"], _peer_rows(res))
     if res["results"].get("skipped"):
         out += "\n\nSkipped: " + "; ".join(f"{k}: {v}" for k, v in res["results"]["skipped"].items())
     return out + source_line(res)
+
+
+@renderer("teachers")
+def _teachers():
+    res = load("bench_peers")
+    if res is None or "teachers" not in res["results"]:
+        return None
+    rows = [[name, r["log_loss"], r["ece"], r["top_k_recall"], r["P@1"], r["P@5"],
+             None if r.get("fit_seconds") is None else f"{r['fit_seconds']:.0f}"]
+            for name, r in res["results"]["teachers"].items()]
+    return (table(["teacher (out-of-fold, training points)", "log-loss", "ECE", "recall@32", "P@1",
+                   "P@5", "fit s"], rows)
+            + f"\n\nChosen by the lowest log-loss: **{res['results']['teacher_chosen']}**."
+            + source_line(res))
+
+
+@renderer("frequency")
+def _frequency():
+    res = load("bench_peers")
+    if res is None:
+        return None
+    rows = [r for r in res["results"]["rows"] if r.get("role") != "teacher" and "by_frequency" in r]
+    if not rows:
+        return None
+    names = [b["bucket"] for b in rows[0]["by_frequency"]]
+    pts = [b["points"] for b in rows[0]["by_frequency"]]
+    head = ["method"] + [f"{n} ({p} pts)" for n, p in zip(names, pts)]
+    body = [[r["method"]] + [f"{b['P@1']:.3f} / {b['PSP@1']:.3f}" if "P@1" in b else "–"
+                             for b in r["by_frequency"]] for r in rows]
+    return ("P@1 / PSP@1 per bucket of the training frequency of each test point's most frequent "
+            "positive:\n\n" + table(head, body) + source_line(res))
+
+
+@renderer("tune")
+def _tune():
+    res = load("tune_student")
+    if res is None:
+        return None
+    rows = []
+    for r in res["results"]["runs"]:
+        if "skipped" in r:
+            rows.append([r["stage"], str(r["value"]), "skipped (" + r["skipped"] + ")", None, None, None, None])
+        else:
+            rows.append([r["stage"], str(r["value"]), r["valid_P@1"], r["valid_P@5"], r["valid_PSP@1"],
+                         f"{r['best_epoch']}/{r['epochs_run']}", f"{r['train_s']:.0f}"])
+    w = res["results"]["winner"]
+    return (table(["stage", "value", "valid P@1", "valid P@5", "valid PSP@1", "best epoch / run",
+                   "train s"], rows)
+            + "\n\nWinner (now the library default where it differs from the base): "
+            + ", ".join(f"`{k}={v}`" for k, v in w.items()) + source_line(res))
 
 
 @renderer("io")

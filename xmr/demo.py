@@ -1,17 +1,21 @@
 """``xmr demo``: the whole pipeline on the embedded real dataset ``debian-deps``.
 
 1. baselines: label popularity and TF-IDF k-NN;
-2. a teacher: a larger model trained with the exact sharded softmax over all labels, cross-fitted
-   (two teachers, each scoring the half of the training points it did not see);
-3. its top-K exported to a teacher store (memory-mapped during training);
+2. a **cross-fitted teacher**: every training point is scored by a model that did not see it —
+   a tree (omikuji, one per fold; the data-efficient estimator of p*(y|x) on sparse text) when
+   the optional extra ``xmr[peers]`` is installed, else the student recipe itself (neural);
+3. its top-K stored (memory-mapped during training);
 4. the same small student trained with each loss preset — ``softmax``, ``sampled``, ``mined``,
-   ``distill``, ``double-distill`` — for the same number of epochs;
-5. a table of P@1/3/5, PSP@1/3/5, training time and prediction ms/query next to the reference
-   scores of omikuji and napkinXC on the same split (DESIGN.md §3), written as JSON.
+   ``distill``, ``double-distill`` — under the library's default recipe (decoupled reduction,
+   schedule, early stopping on 5 % of the training points), the same epoch budget each;
+5. a table of P@1/3/5, PSP@1/3/5, training time and prediction ms/query next to omikuji's and
+   napkinXC's scores **measured side by side by ``benchmarks/bench_peers.py``** (read from its
+   committed results when the checkout has them), written as JSON.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -20,37 +24,49 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import numpy as np
 
 log = logging.getLogger(__name__)
 
-# Reference scores on the seeded 80/20 split (DESIGN.md §3), measured by the project with the
-# peers' own tools; `benchmarks/bench_peers.py` re-measures them side by side.
-REFERENCES = {
-    "omikuji (reference)": {"P@1": 0.697, "P@3": 0.481, "P@5": 0.372},
-    "napkinXC PLT (reference)": {"P@1": 0.690, "P@3": 0.472, "P@5": 0.363},
-}
-
 STUDENT_PRESETS = ("softmax", "sampled", "mined", "distill", "double-distill")
+_PEERS_RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "bench_peers.json"
 
 
 @dataclass
 class DemoSettings:
-    teacher_dim: int = 256
-    teacher_epochs: int = 4
     student_dim: int = 96
-    student_epochs: int = 4
+    student_epochs: int = 6  #: at most; early stopping on 5 % of the training points may end sooner
+    teacher: str = "auto"  #: "tree" (omikuji), "neural" (the student recipe), "auto": tree if installed
+    teacher_dim: int = 96  #: the neural teacher's d
     teacher_k: int = 32
-    teacher_folds: int = 2  #: > 1: out-of-fold teacher scores for the training points (cross-fitting)
+    teacher_folds: int = 3  #: cross-fitting folds (1: the teacher scores its own training points)
     tau_t: float = 1.0  #: teacher temperature of the distilling students
     batch_size: int = 256
     presets: tuple = STUDENT_PRESETS
     baselines_only: bool = False
     seed: int = 0
+    threads: int = 0  #: torch and tree threads (0: torch's default; the trees then use 2)
 
     @classmethod
     def quick(cls) -> "DemoSettings":
-        return cls(teacher_dim=64, teacher_epochs=1, student_dim=32, student_epochs=1, teacher_k=16)
+        return cls(teacher="neural", teacher_dim=32, student_dim=32, student_epochs=1, teacher_k=16,
+                   teacher_folds=2)
+
+
+def peers_rows() -> List[Dict]:
+    """omikuji's and napkinXC's rows of the committed ``bench_peers`` results (same split and
+    features, measured side by side), labelled as such; [] when the checkout has none."""
+    try:
+        res = json.loads(_PEERS_RESULTS.read_text())
+    except (OSError, ValueError):
+        return []
+    out = []
+    for r in res.get("results", {}).get("rows", []):
+        if r.get("method") in ("omikuji", "napkinxc-plt"):
+            row = {k: r.get(k) for k in ("P@1", "P@3", "P@5", "PSP@1", "PSP@3", "PSP@5")}
+            row.update(method=f"{r['method']} (bench_peers, commit {str(res.get('commit'))[:7]})",
+                       train_s=r.get("train_s"), predict_ms_per_query=r.get("predict_ms_per_query"))
+            out.append(row)
+    return out
 
 
 def _timed_predict(predict, n: int):
@@ -99,55 +115,71 @@ def run_demo(settings: DemoSettings, workdir: Optional[Path] = None, progress: b
     score("tf-idf 20-NN", ids, 0.0, ms)
 
     if not settings.baselines_only:
+        import importlib.util
+
+        from xmr.teachers.store import TeacherStore
+        from xmr.teachers.trees import fit_tree_teacher
         from xmr.train.config import TrainConfig
         from xmr.train.loop import Trainer
 
         tmp = tempfile.TemporaryDirectory(prefix="xmr-demo-") if workdir is None else None
         work = Path(workdir) if workdir is not None else Path(tmp.name)
         torch.manual_seed(settings.seed)
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
 
-        def config(preset: str, dim: int, epochs: int, teacher: Optional[str]) -> TrainConfig:
-            cfg = TrainConfig(seed=settings.seed, teacher=teacher, eval_every=0)
+        def config(preset: str, dim: int, teacher: Optional[str]) -> TrainConfig:
+            cfg = TrainConfig(seed=settings.seed, teacher=teacher, eval_every=1)
             cfg.model.dim = dim
-            cfg.optim.epochs = epochs
+            cfg.optim.epochs = settings.student_epochs
             cfg.optim.batch_size = settings.batch_size
             cfg.loss.preset = preset
             cfg.loss.teacher_k = settings.teacher_k
             cfg.loss.tau_t = settings.tau_t
-            cfg.data.valid_fraction = 0.0
+            cfg.data.valid_fraction = 0.05 if settings.student_epochs > 1 else 0.0
+            cfg.early_stopping_patience = 1
             return cfg
 
-        # --- teacher: larger, exact softmax over all labels, cross-fitted over teacher_folds
-        # folds (xmr.teachers.export): the scores of each training point come from a teacher
-        # that did not see it — a teacher scoring its own training points returns their
-        # memorised labels, not p*(y|x).
-        from xmr.teachers.export import export_teacher
-
+        kind = settings.teacher
+        if kind == "auto":
+            kind = "tree" if importlib.util.find_spec("omikuji") is not None else "neural"
+        folds, K = max(1, settings.teacher_folds), settings.teacher_k
         t0 = time.perf_counter()
-        folds = max(1, settings.teacher_folds)
+        if kind == "tree":
+            if progress:
+                print(f"teacher: omikuji, {folds}-fold cross-fitted", flush=True)
+            store = fit_tree_teacher(ds.X_trn, ds.Y_trn, "omikuji", folds=folds, k=K,
+                                     seed=settings.seed, threads=settings.threads or 2,
+                                     progress=progress)
+            t_name = f"teacher (omikuji, {folds}-fold, out-of-fold on train)"
+        elif kind == "neural":
+            # every training point is scored by the fold model that did not see it
+            # (xmr.teachers.export: the same cross-fitting as `xmr teacher export --folds K`)
+            from xmr.teachers.export import export_teacher
 
-        def score_first_fold(f, res):
-            if f == 0:
-                _, ids, ms = _timed_predict(lambda: res.model.predict(ds.X_tst, 5), n_tst)
-                name = f"teacher (softmax, d={settings.teacher_dim}"
-                name += f", 1 of {folds} folds)" if folds > 1 else ")"
-                score(name, ids, res.train_seconds, ms)
+            tcfg = config("softmax", settings.teacher_dim, None)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # folds=1 is the demo's ablation, asked for knowingly
+                store = export_teacher(tcfg, ds, k=K, folds=folds, seed=settings.seed,
+                                       progress=progress).store
+            t_name = f"teacher (xmr softmax d={settings.teacher_dim}, {folds}-fold)"
+        else:
+            raise ValueError(f"teacher: expected auto, tree or neural, got {settings.teacher!r}")
+        teacher_s = time.perf_counter() - t0
+        from xmr.teachers.report import teacher_report
 
-        tcfg = config("softmax", settings.teacher_dim, settings.teacher_epochs, None)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # folds=1 is the demo's ablation, asked for knowingly
-            exported = export_teacher(tcfg, ds, k=settings.teacher_k, folds=folds,
-                                      seed=settings.seed, out=work / "teacher_store",
-                                      workdir=work, progress=progress, on_fold=score_first_fold)
-        store_dir = exported.path
-        log.info("teacher top-%d of %d folds exported in %.1f s", settings.teacher_k, folds,
-                 time.perf_counter() - t0)
+        rep = teacher_report(store, ds.Y_trn)
+        rows.append(_row(t_name + " [train points]", {"P@1": rep["P@1"], "P@5": rep["P@5"]},
+                         teacher_s, None))
+        rows[-1].update(log_loss=rep["log_loss"], ece=rep["ece"])
+        if progress:
+            print(f"  {t_name}: out-of-fold P@1={rep['P@1']:.3f} log-loss={rep['log_loss']:.3f} "
+                  f"ECE={rep['ece']:.3f} ({teacher_s:.0f} s)", flush=True)
+        store_dir = store.save(work / "teacher_store")
 
-        # --- students, same size and epochs, one per preset
+        # --- students, same size and epoch budget, one per preset
         for preset in settings.presets:
-            scfg = config(preset, settings.student_dim, settings.student_epochs, str(store_dir))
-            from xmr.teachers.store import TeacherStore
-
+            scfg = config(preset, settings.student_dim, str(store_dir))
             teacher = TeacherStore.load(store_dir) if scfg.loss.resolved().needs_teacher else None
             tr = Trainer(scfg, ds.X_trn, ds.Y_trn, out_dir=None, teacher=teacher, progress=progress)
             res = tr.fit()
@@ -156,8 +188,7 @@ def run_demo(settings: DemoSettings, workdir: Optional[Path] = None, progress: b
         if tmp is not None:
             tmp.cleanup()
 
-    for name, ref in REFERENCES.items():
-        rows.append(_row(name, ref, None, None))
+    rows.extend(peers_rows())
     return {
         "name": "demo",
         "machine": _machine(),

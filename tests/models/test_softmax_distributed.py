@@ -84,6 +84,18 @@ def _worker(rank, port, out_dir):
         out["gW"], out["gb"] = table.weight.grad.clone(), table.bias.grad.clone()
         out["genc"] = [q.grad.clone() for q in enc.parameters()]
 
+        # 1b. the decoupled reduction: the targets as positives, half of them as soft targets
+        table.zero_grad(set_to_none=True)
+        enc.zero_grad(set_to_none=True)
+        ip, ids, vals = _local_targets(p, rank)
+        loss = table.full_softmax_loss(enc(p["x"][a:b]), ip, ids, 0.5 * vals, chunk_size=97,
+                                       reduction="none", normalized=False,
+                                       positives=(ip, ids, vals))
+        loss.sum().backward()
+        out["dloss"] = loss.detach()
+        out["dgW"], out["dgb"] = table.weight.grad.clone(), table.bias.grad.clone()
+        out["dgenc"] = [q.grad.clone() for q in enc.parameters()]
+
         # 2. candidate logits (each rank its own candidate set)
         table.zero_grad(set_to_none=True)
         enc.zero_grad(set_to_none=True)
@@ -146,6 +158,19 @@ def test_two_gloo_ranks_match_single_process(tmp_path):
         torch.testing.assert_close(r["gW"], table.weight.grad[r["lo"]:r["hi"]], **close)
         torch.testing.assert_close(r["gb"], table.bias.grad[r["lo"]:r["hi"]], **close)
         for g, q in zip(r["genc"], enc.parameters()):
+            torch.testing.assert_close(g, q.grad, **close)
+
+    table.zero_grad(set_to_none=True)
+    enc.zero_grad(set_to_none=True)
+    loss = table.full_softmax_loss(enc(p["x"]), p["indptr"], p["ids"], 0.5 * p["vals"],
+                                   chunk_size=128, reduction="none", normalized=False,
+                                   positives=(p["indptr"], p["ids"], p["vals"]))
+    (loss.sum() / WORLD).backward()
+    torch.testing.assert_close(torch.cat([r["dloss"] for r in res]), loss.detach(), **close)
+    for r in res:
+        torch.testing.assert_close(r["dgW"], table.weight.grad[r["lo"]:r["hi"]], **close)
+        torch.testing.assert_close(r["dgb"], table.bias.grad[r["lo"]:r["hi"]], **close)
+        for g, q in zip(r["dgenc"], enc.parameters()):
             torch.testing.assert_close(g, q.grad, **close)
 
     table.zero_grad(set_to_none=True)

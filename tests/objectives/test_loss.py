@@ -58,7 +58,7 @@ TOL = dict(rtol=1e-5, atol=1e-6)
 
 def test_all_labels_alpha0_equals_exact_softmax_and_cross_entropy():
     table, emb, pos, pos_lists, _ = _setup()
-    obj = UnifiedObjective(LossConfig(preset="softmax"), L)
+    obj = UnifiedObjective(LossConfig(preset="softmax", reduction="pal-n"), L)
     loss, _ = obj(emb, table, pos)
     Y = _dense_y(pos_lists)
     scores = _scores(emb, table)
@@ -71,7 +71,7 @@ def test_all_labels_alpha0_equals_exact_softmax_and_cross_entropy():
 
 def test_all_labels_alpha1_is_cross_entropy_to_the_teacher():
     table, emb, pos, _, teacher = _setup(1)
-    cfg = LossConfig(preset="distill", alpha=1.0, tau_t=2.0, teacher_k=5)
+    cfg = LossConfig(preset="distill", alpha=1.0, tau_t=2.0, teacher_k=5, reduction="pal-n")
     loss, _ = UnifiedObjective(cfg, L)(emb, table, pos, teacher)
     Q = _dense_q(teacher, 2.0)
     logp = torch.log_softmax(_scores(emb, table), 1)
@@ -89,6 +89,7 @@ def test_candidate_path_matches_a_dense_masked_reference(alpha):
     equal a dense softmax restricted to A(x) with the sampled offsets."""
     table, emb, pos, pos_lists, teacher = _setup(2)
     cfg = LossConfig(preset="teacher-negatives", alpha=alpha, num_random=20, share_columns=False,
+                     reduction="pal-n",
                      proposal="uniform", unique_sampling=False, tau_t=0.7, teacher_k=5)
     obj = UnifiedObjective(cfg, L, seed=5)
     loss, _ = obj(emb, table, pos, teacher, step=3)
@@ -127,17 +128,19 @@ def test_masked_columns_get_zero_gradient():
     assert torch.all(g[~mask] != 0)
 
 
-def test_sampled_approaches_softmax_with_many_corrected_samples():
+@pytest.mark.parametrize("reduction", ["pal-n", "decoupled"])
+def test_sampled_approaches_softmax_with_many_corrected_samples(reduction):
     """logQ-corrected sampled softmax is biased for finite m; with m ≫ L draws (with
     replacement, unigram proposal far from uniform) the loss averaged over steps is within a
-    few percent of the exact loss, and much closer than with few draws."""
+    few percent of the exact loss, and much closer than with few draws — for the normalised and
+    the decoupled reduction alike (the candidate and exact paths agree in the limit)."""
     table, emb, pos, _, _ = _setup(3)
     counts = (1000 / np.arange(1, L + 1) ** 1.2).astype(np.int64) + 1
-    exact = UnifiedObjective(LossConfig(preset="softmax"), L)(emb, table, pos)[0].item()
+    exact = UnifiedObjective(LossConfig(preset="softmax", reduction=reduction), L)(emb, table, pos)[0].item()
 
     def avg(m):
         cfg = LossConfig(preset="sampled", num_random=m, share_columns=False, unique_sampling=False,
-                         proposal="unigram", proposal_beta=1.0)
+                         proposal="unigram", proposal_beta=1.0, reduction=reduction)
         obj = UnifiedObjective(cfg, L, label_counts=counts, seed=0)
         return np.mean([obj(emb, table, pos, step=s)[0].item() for s in range(20)])
 

@@ -9,14 +9,15 @@ NAME = "demo"
 HELP = "train a teacher and every student preset on the embedded debian-deps data and compare"
 DESCRIPTION = """\
 Run xmr's whole pipeline offline on the embedded real dataset debian-deps (Debian bookworm
-packages; labels = their dependencies): baselines (popularity, TF-IDF k-NN), a teacher trained
-with the exact sharded softmax (cross-fitted: each training point is scored by a teacher that
-did not see it), its exported top-K, then one small student per loss preset
-(softmax, sampled, mined, distill, double-distill) for the same number of epochs. Prints
-P@1/3/5, PSP@1/3/5, training time and prediction ms/query next to omikuji's and napkinXC's
-reference scores, and writes the table as JSON.
+packages; labels = their dependencies): baselines (popularity, TF-IDF k-NN), a cross-fitted
+teacher (each training point scored by a model that did not see it: omikuji trees when the
+optional extra xmr[peers] is installed, else the student recipe itself), its top-K store, then
+one small student per loss preset (softmax, sampled, mined, distill, double-distill) under the
+library's default recipe with the same epoch budget. Prints P@1/3/5, PSP@1/3/5, training time
+and prediction ms/query next to omikuji's and napkinXC's scores from the committed
+bench_peers results (measured side by side on the same split), and writes the table as JSON.
 
-A default run takes about 7 minutes on 2 CPU cores; --quick under two minutes."""
+A default run takes about 9 minutes on 2 CPU cores; --quick about two."""
 
 
 def register(p: argparse.ArgumentParser) -> None:
@@ -24,12 +25,16 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baselines-only", action="store_true", help="only the popularity and k-NN baselines")
     p.add_argument("--presets", default=None,
                    help="comma-separated student presets (default: softmax,sampled,mined,distill,double-distill)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs of the teacher and of every student")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epoch budget of every student (and of a neural teacher)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of training")
     p.add_argument("--teacher-folds", type=int, default=None,
                    help="cross-fit the teacher: scores of each training point come from a teacher "
                         "trained on the other folds")
     p.add_argument("--tau-t", type=float, default=None, help="teacher temperature for the students")
+    p.add_argument("--teacher", choices=("auto", "tree", "neural"), default=None,
+                   help="teacher kind (default auto: omikuji trees if installed, else neural)")
+    p.add_argument("--threads", type=int, default=None, help="torch and tree threads")
     p.add_argument("--teacher-dim", type=int, default=None)
     p.add_argument("--student-dim", type=int, default=None)
     p.add_argument("--out", default="xmr-demo.json", help="where to write the results JSON (default: %(default)s)")
@@ -51,11 +56,11 @@ def run(args) -> int:
         bad = [x for x in s.presets if x not in PRESETS]
         if bad:
             raise SystemExit(f"xmr demo: unknown preset(s) {bad}; valid: {', '.join(PRESETS)}")
-    for name in ("teacher_folds", "tau_t", "teacher_dim", "student_dim"):
+    for name in ("teacher_folds", "tau_t", "teacher_dim", "student_dim", "teacher", "threads"):
         if getattr(args, name) is not None:
             setattr(s, name, getattr(args, name))
     if args.epochs:
-        s.teacher_epochs = s.student_epochs = args.epochs
+        s.student_epochs = args.epochs
     result = run_demo(s, workdir=args.workdir)
     print()
     print(format_table(result))

@@ -12,6 +12,17 @@ A teacher store holds, for every training point, the teacher's top-K labels and 
   xmr teacher export --model runs/teacher/model --dataset debian-deps -k 32 --out runs/tstore
   xmr teacher import --scores preds.txt --num-rows N -k 32 --probabilities --out runs/tstore
 
+  xmr teacher fit --backend omikuji --dataset debian-deps --folds 5 -k 32 --out runs/tree
+  xmr teacher combine runs/tstore runs/tree --weights 1,1 -k 32 --out runs/ensemble
+  xmr teacher report runs/tstore runs/tree runs/ensemble --dataset debian-deps
+
+`fit` trains a tree teacher (omikuji or napkinXC, from the optional extra `xmr[peers]`) per
+fold and stores each training point's out-of-fold top-K probabilities. `combine` averages the
+probabilities of several stores (an ensemble). `report` measures each store on the training
+points against their labels: log-loss, ECE, top-K recall, P@1, P@5 — the teacher's quality in
+the sense of Menon et al. (2020): how well it estimates p*(y|x), which is what distillation
+needs (prefer the lower log-loss).
+
 `import` reads scores in the sparse text format (header `rows cols`, then `label:score ...` per
 row), e.g. another library's predictions on the training set; --probabilities stores log(p) as
 the logit so that softmax over the top-K gives back the renormalised probabilities.
@@ -51,6 +62,28 @@ def register(p) -> None:
     i.add_argument("--probabilities", action="store_true", help="scores are probabilities: store log(p)")
     i.add_argument("--out", required=True)
     i.set_defaults(func=run_import)
+    f = sub.add_parser("fit", help="cross-fitted tree teacher (omikuji or napkinXC) of the training split")
+    f.add_argument("--backend", choices=("omikuji", "napkinxc"), default="omikuji")
+    add_dataset_args(f, split=False)
+    f.add_argument("--folds", type=int, default=5, help="cross-fitting folds (1: score own training points)")
+    f.add_argument("-k", type=int, default=32)
+    f.add_argument("--threads", type=int, default=1)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--out", required=True)
+    f.set_defaults(func=run_fit)
+    c = sub.add_parser("combine", help="average the probabilities of several teacher stores")
+    c.add_argument("stores", nargs="+")
+    c.add_argument("--weights", default=None, help="comma-separated weights (default: equal)")
+    c.add_argument("--taus", default=None, help="comma-separated temperatures (default: 1)")
+    c.add_argument("-k", type=int, default=32)
+    c.add_argument("--out", required=True)
+    c.set_defaults(func=run_combine)
+    r = sub.add_parser("report", help="log-loss, ECE, top-K recall and P@k of teacher stores")
+    r.add_argument("stores", nargs="+")
+    add_dataset_args(r, split=False)
+    r.add_argument("--tau", type=float, default=1.0)
+    r.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    r.set_defaults(func=run_report)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
 
@@ -127,4 +160,66 @@ def run_import(args) -> int:
             "probabilities": bool(args.probabilities), "temperature": 1.0, "k": args.k}
     from_scores_csr(S, args.k, meta).save(args.out)
     print(f"teacher store with top-{args.k} of {S.shape[0]} rows written to {args.out}")
+    return 0
+
+
+def _floats(text, what: str):
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+
+
+def run_fit(args) -> int:
+    from xmr.cli._common import data_config
+    from xmr.data.loaders import load_from_config
+    from xmr.teachers.trees import fit_tree_teacher
+
+    ds = load_from_config(data_config(args))
+    store = fit_tree_teacher(ds.X_trn, ds.Y_trn, args.backend, folds=args.folds, k=args.k,
+                             seed=args.seed, threads=args.threads, progress=True)
+    store.meta.update(dataset=ds.name, split="train")
+    store.save(args.out)
+    print(f"{args.backend} teacher ({args.folds} folds) with top-{args.k} of {store.num_rows} "
+          f"rows written to {args.out}")
+    return 0
+
+
+def run_combine(args) -> int:
+    from xmr.teachers.combine import combine_stores
+    from xmr.teachers.store import TeacherStore
+
+    stores = [TeacherStore.load(s) for s in args.stores]
+    w, taus = _floats(args.weights, "--weights"), _floats(args.taus, "--taus")
+    for name, v in (("--weights", w), ("--taus", taus)):
+        if v is not None and len(v) != len(stores):
+            raise ValueError(f"{name}: expected {len(stores)} values (one per store), got {len(v)}")
+    out = combine_stores(stores, w, k=args.k, taus=taus)
+    out.meta["out_of_fold"] = all(bool(s.meta.get("out_of_fold", False)) for s in stores)
+    out.save(args.out)
+    print(f"ensemble of {len(stores)} stores with top-{args.k} of {out.num_rows} rows written to {args.out}")
+    return 0
+
+
+def run_report(args) -> int:
+    import json
+
+    from xmr.cli._common import data_config
+    from xmr.data.loaders import load_from_config
+    from xmr.teachers.report import teacher_report
+    from xmr.teachers.store import TeacherStore
+
+    ds = load_from_config(data_config(args))
+    rows = {}
+    for s in args.stores:
+        rows[s] = teacher_report(TeacherStore.load(s), ds.Y_trn, tau=args.tau)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'store':<40s} {'log-loss':>9s} {'ECE':>7s} {'recall@K':>9s} {'P@1':>7s} {'P@5':>7s}  out-of-fold")
+    for s, r in rows.items():
+        print(f"{s:<40s} {r['log_loss']:>9.3f} {r['ece']:>7.3f} {r['top_k_recall']:>9.3f} "
+              f"{r['P@1']:>7.3f} {r['P@5']:>7.3f}  {'yes' if r['out_of_fold'] else 'NO (optimistic)'}")
     return 0

@@ -24,12 +24,13 @@ def filter_extra(pairs: Optional[np.ndarray]) -> int:
 
 
 def evaluate_model(model, dataset, ks: Sequence[int] = (1, 3, 5), split: str = "test",
-                   inv_prop: Optional[np.ndarray] = None) -> Dict[str, float]:
+                   inv_prop: Optional[np.ndarray] = None, return_ids: bool = False):
     """P@k, nDCG@k, R@k, PSP@k, PSnDCG@k of ``model`` on ``dataset``'s ``split``.
 
     ``model`` is anything with ``predict(X, k) → (scores f32[n, k], ids i64[n, k])`` (−1 padded),
     e.g. :class:`xmr.train.model.XMRModel`. In a distributed run every rank must call this (the
-    prediction is collective). Returns the metrics plus ``predict_ms_per_query``.
+    prediction is collective). Returns the metrics plus ``predict_ms_per_query``; with
+    ``return_ids`` the pair ``(metrics, ids i64[n, max(ks) + extra])``.
     """
     from xmr.eval.metrics import evaluate
     from xmr.eval.propensity import inverse_propensity
@@ -48,4 +49,4 @@ def evaluate_model(model, dataset, ks: Sequence[int] = (1, 3, 5), split: str = "
     ms = 1000.0 * (time.perf_counter() - t0) / max(X.shape[0], 1)
     m = evaluate(Y, ids, ks=ks, inv_prop=inv_prop, filter_pairs=pairs)
     m["predict_ms_per_query"] = ms
-    return m
+    return (m, ids) if return_ids else m

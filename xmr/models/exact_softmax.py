@@ -79,19 +79,39 @@ class ExactSoftmaxFunction(torch.autograd.Function):
     ranges), ``comm`` (:class:`~xmr.models.distributed.Comm`), ``cache_bytes``: forward keeps
     exp(z − m) of its first chunks, up to this many bytes, for backward, which then skips their
     recomputation. Output: f32[row1 − row0].
+
+    Targets need not sum to 1: the shared-softmax part of a row is ``LSE_i · Σ_j t_ij − Σ_j t_ij
+    s_ij`` (unnormalised pick-all-labels gives each positive weight 1). Optional **decoupled**
+    terms (``p_rows, p_cols, p_w``: the positives, sorted by column like the targets) add, per
+    positive p of row i with weight w_p,
+
+        w_p · [log(e^{s_ip} + Σ_{j ∉ P_i} e^{s_ij}) − s_ip] = w_p · softplus(neg_i − s_ip)
+
+    (DEXML's decoupled softmax: a row's positives do not compete with each other). ``neg_i`` is
+    accumulated over the chunks with the positives masked out, never as a difference of
+    exponentials (which cancels when the positives hold most of the mass). Gradients:
+    ∂/∂s_ij = c_i e^{s_ij − neg_i} for j ∉ P_i with c_i = Σ_p w_p σ(neg_i − s_ip), and
+    −w_p σ(neg_i − s_ip) at the positives.
     """
 
     @staticmethod
     def forward(ctx, E, weight, bias, t_rows, t_cols, t_vals, chunks, comm, row0, row1,
-                cache_bytes=0):
+                cache_bytes=0, p_rows=None, p_cols=None, p_w=None):
         N = E.shape[0]
+        dev = E.device
         Ec = E.to(weight.dtype)
-        m = torch.full((N,), -math.inf, dtype=torch.float32, device=E.device)
-        s = torch.zeros(N, dtype=torch.float32, device=E.device)
-        tdot = torch.zeros(N, dtype=torch.float32, device=E.device)
-        starts = torch.searchsorted(t_cols, torch.tensor([c[0] for c in chunks] + [weight.shape[0]],
-                                                         dtype=t_cols.dtype, device=t_cols.device))
-        starts = starts.tolist()
+        dec = p_rows is not None  # the decoupled terms (the same on every rank)
+        m = torch.full((N,), -math.inf, dtype=torch.float32, device=dev)
+        s = torch.zeros(N, dtype=torch.float32, device=dev)
+        tdot = torch.zeros(N, dtype=torch.float32, device=dev)
+        tsum = torch.zeros(N, dtype=torch.float32, device=dev).index_add_(0, t_rows, t_vals)
+        bounds = torch.tensor([c[0] for c in chunks] + [weight.shape[0]], dtype=t_cols.dtype,
+                              device=t_cols.device)
+        starts = torch.searchsorted(t_cols, bounds).tolist()
+        if dec:
+            pstarts = torch.searchsorted(p_cols, bounds.to(p_cols.dtype)).tolist()
+            s_pos = torch.zeros(p_rows.shape[0], dtype=torch.float32, device=dev)
+            cache_bytes = 0  # the cached exp(z - m) would hold masked cells
         keep, kept = {}, 0
         with torch.no_grad():
             for ci, (c0, c1) in enumerate(chunks):
@@ -100,21 +120,45 @@ class ExactSoftmaxFunction(torch.autograd.Function):
                 if b > a:
                     r, c = t_rows[a:b], t_cols[a:b] - c0
                     tdot.index_add_(0, r, t_vals[a:b] * z[r, c])
+                if dec:
+                    pa, pb = pstarts[ci], pstarts[ci + 1]
+                    if pb > pa:  # the positives leave the partition of the decoupled terms
+                        pr, pc = p_rows[pa:pb], p_cols[pa:pb] - c0
+                        s_pos[pa:pb] = z[pr, pc]
+                        z[pr, pc] = -math.inf
                 m_new = torch.maximum(m, z.amax(dim=1))
-                s.mul_(torch.exp(m - m_new))
-                s.add_(z.sub_(m_new[:, None]).exp_().sum(dim=1))
+                m_safe = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
+                s.mul_(torch.exp(m - m_safe))
+                s.add_(z.sub_(m_safe[:, None]).exp_().sum(dim=1))
                 m = m_new
                 if kept + z.numel() * 4 <= cache_bytes:
                     # keep exp(z − m_c) for backward instead of recomputing the chunk's logits
-                    keep[ci] = (z, m_new)
+                    keep[ci] = (z, m_safe)
                     kept += z.numel() * 4
+            if dec:
+                # (m, s): the negatives' statistics; fold the positives back in for the total
+                mn, sn = m, s
+                mp = torch.full((N,), -math.inf, dtype=torch.float32, device=dev)
+                mp = mp.scatter_reduce(0, p_rows, s_pos, "amax", include_self=True)
+                m = torch.maximum(mn, mp)
+                m_safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+                s = sn * torch.exp(mn - m_safe)
+                s = s.index_add(0, p_rows, torch.exp(s_pos - m_safe[p_rows]))
+                mn, sn = _combine_lse_stats(mn, sn, comm)
+                neg = mn + torch.log(sn)  # [N] log Σ_{j ∉ P} e^{s_j}, identical on every rank
+            m, s = _combine_lse_stats(m, s, comm)
             if comm.distributed:
-                m_glob = comm.all_reduce_(m.clone(), "max")
-                s.mul_(torch.exp(m - m_glob))
-                st = comm.all_reduce_(torch.stack([s, tdot]), "sum")
-                s, tdot, m = st[0], st[1], m_glob
+                st = comm.all_reduce_(torch.stack([tsum, tdot]), "sum")
+                tsum, tdot = st[0], st[1]
             lse = m + torch.log(s)  # [N], identical on every rank
-            loss = lse - tdot
+            loss = torch.where(tsum > 0, lse * tsum - tdot, torch.zeros_like(lse))
+            if dec:
+                # Σ_p w_p · [log(e^{s_p} + Σ_{j∉P} e^{s_j}) − s_p] = Σ_p w_p softplus(neg − s_p)
+                dterm = torch.zeros(N, dtype=torch.float32, device=dev).index_add_(
+                    0, p_rows, p_w * torch.nn.functional.softplus(neg[p_rows] - s_pos))
+                if comm.distributed:
+                    dterm = comm.all_reduce_(dterm, "sum")
+                loss = loss + dterm
             bad = ~torch.isfinite(loss)
             if bool(bad.any()):  # same decision on every rank: loss is all-reduced
                 rows = torch.nonzero(bad).flatten()
@@ -122,14 +166,27 @@ class ExactSoftmaxFunction(torch.autograd.Function):
                     f"full_softmax_loss: expected a finite loss, got non-finite values in "
                     f"{rows.numel()} of {N} rows (first: row {int(rows[0])}); the weights or "
                     f"embeddings hold huge or non-finite values (is the learning rate too high?)")
-        ctx.save_for_backward(E, weight, bias, t_rows, t_cols, t_vals, lse)
+        if dec:
+            sig = torch.sigmoid(neg[p_rows] - s_pos)  # −∂(term)/∂s_p per unit weight
+            coef = torch.zeros(N, dtype=torch.float32, device=dev).index_add_(0, p_rows, p_w * sig)
+            if comm.distributed:
+                coef = comm.all_reduce_(coef, "sum")
+            ctx.save_for_backward(E, weight, bias, t_rows, t_cols, t_vals, lse, tsum,
+                                  p_rows, p_cols, p_w, neg, sig, coef)
+            ctx.pstarts = pstarts
+        else:
+            ctx.save_for_backward(E, weight, bias, t_rows, t_cols, t_vals, lse, tsum)
+        ctx.dec = dec
         ctx.chunks, ctx.comm, ctx.row0, ctx.row1, ctx.starts = chunks, comm, row0, row1, starts
         ctx.keep = keep
         return loss[row0:row1].clone()
 
     @staticmethod
     def backward(ctx, grad_loss):
-        E, weight, bias, t_rows, t_cols, t_vals, lse = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        E, weight, bias, t_rows, t_cols, t_vals, lse, tsum = saved[:8]
+        if ctx.dec:
+            p_rows, p_cols, p_w, neg, sig, coef = saved[8:]
         comm, chunks, starts = ctx.comm, ctx.chunks, ctx.starts
         N = E.shape[0]
         # every rank needs every row's upstream gradient: its labels enter every row's loss
@@ -144,14 +201,26 @@ class ExactSoftmaxFunction(torch.autograd.Function):
         dW = torch.empty_like(weight) if need_w else None
         db = torch.empty_like(bias) if need_b else None
         scale = 1.0 / comm.world  # DDP convention: gradient of the mean of the ranks' losses
+        gs = g * tsum  # weight of the shared softmax: Σ_j t_ij (1 for normalised targets)
+        soft = bool((gs != 0).any())
         with torch.no_grad():
             for ci, (c0, c1) in enumerate(chunks):
                 if ci in ctx.keep:  # exp(z − m_c) kept by forward; freed once used
                     ez, m_c = ctx.keep.pop(ci)
-                    G = ez.mul_((g * torch.exp(m_c - lse))[:, None])  # g ⊙ softmax
+                    G = ez.mul_((gs * torch.exp(m_c - lse))[:, None])  # g·Σt ⊙ softmax
+                elif not ctx.dec:
+                    z = _chunk_logits(Ec, weight, bias, c0, c1)
+                    G = z.sub_(lse[:, None]).exp_().mul_(gs[:, None])  # g·Σt ⊙ softmax, [N, c]
                 else:
                     z = _chunk_logits(Ec, weight, bias, c0, c1)
-                    G = z.sub_(lse[:, None]).exp_().mul_(g[:, None])  # g ⊙ softmax, [N, c]
+                    G = torch.sub(z, lse[:, None]).exp_().mul_(gs[:, None]) if soft else None
+                    pa, pb = ctx.pstarts[ci], ctx.pstarts[ci + 1]
+                    pr, pc = p_rows[pa:pb], p_cols[pa:pb] - c0
+                    z[pr, pc] = -math.inf
+                    Gd = z.sub_(neg[:, None]).exp_().mul_((g * coef)[:, None])  # negatives
+                    if pb > pa:  # positives: −g·w_p·σ(neg − s_p)
+                        Gd.index_put_((pr, pc), -(g[pr] * p_w[pa:pb] * sig[pa:pb]), accumulate=True)
+                    G = Gd if G is None else G.add_(Gd)
                 a, b = starts[ci], starts[ci + 1]
                 if b > a:
                     r = t_rows[a:b]
@@ -173,15 +242,27 @@ class ExactSoftmaxFunction(torch.autograd.Function):
                     db.mul_(scale)
         if need_e:
             dE = dE.to(E.dtype)
-        return dE, dW, db, None, None, None, None, None, None, None, None
+        return (dE, dW, db) + (None,) * 11
+
+
+def _combine_lse_stats(m: torch.Tensor, s: torch.Tensor, comm):
+    """Running (max, Σ exp(z − max)) of each row, combined over the ranks of ``comm``."""
+    if not comm.distributed:
+        return m, s
+    m_glob = comm.all_reduce_(m.clone(), "max")
+    safe = torch.where(torch.isfinite(m_glob), m_glob, torch.zeros_like(m_glob))
+    s = comm.all_reduce_(s * torch.exp(m - safe), "sum")
+    return safe, s
 
 
 def validate_targets(t_indptr: torch.Tensor, t_ids: torch.Tensor, t_vals: torch.Tensor,
-                     num_rows: int, num_labels: int, atol: float = 1e-4) -> Optional[str]:
+                     num_rows: int, num_labels: int, atol: float = 1e-4,
+                     normalized: bool = True) -> Optional[str]:
     """Check CSR soft targets; return an error message (expected vs got) or None if valid.
 
     t_indptr i64[B + 1] (0 first, non-decreasing, last = nnz), t_ids i64[nnz] in [0, L),
-    t_vals f32[nnz] finite and ≥ 0, each row summing to 1 within ``atol``.
+    t_vals f32[nnz] finite and ≥ 0, each row summing to 1 within ``atol`` (``normalized``; any
+    non-negative sum otherwise).
     """
     if t_indptr.dim() != 1 or t_indptr.shape[0] != num_rows + 1:
         return (f"t_indptr: expected shape [B + 1] = [{num_rows + 1}], "
@@ -212,6 +293,8 @@ def validate_targets(t_indptr: torch.Tensor, t_ids: torch.Tensor, t_vals: torch.
         p = int(torch.nonzero(neg)[0])
         return (f"t_vals: expected non-negative target mass, got {float(t_vals[p]):g} "
                 f"(row {int(row_of[p])})")
+    if not normalized:
+        return None
     sums = torch.zeros(num_rows, dtype=torch.float64, device=t_vals.device)
     sums.index_add_(0, row_of, t_vals.double())
     off = (sums - 1.0).abs() > atol

@@ -139,7 +139,8 @@ class ShardedLabelTable(nn.Module):
     # ------------------------------------------------------------ full softmax
     def full_softmax_loss(self, emb: torch.Tensor, t_indptr, t_ids, t_vals,
                           chunk_size: Optional[int] = None, reduction: str = "mean",
-                          cache_bytes: int = 1 << 30) -> torch.Tensor:
+                          cache_bytes: int = 1 << 30, normalized: bool = True,
+                          positives=None) -> torch.Tensor:
         """Exact soft-target softmax cross-entropy over all L labels.
 
         loss_i = logsumexp_j s_ij − Σ_j t_ij s_ij (DESIGN.md §4.1), computed chunk by chunk (at
@@ -158,6 +159,14 @@ class ShardedLabelTable(nn.Module):
                 chunks for backward, which then does not recompute them (1 GiB by default: at
                 B = 256, d = 256 every chunk of 1M labels is kept and a step costs three matmul
                 passes over W instead of four). 0 gives the minimum, O(B·world × chunk_size).
+
+            normalized: require each target row to sum to 1 (False: any non-negative mass, as
+                the unnormalised pick-all-labels reduction needs; the row's loss is then
+                ``LSE · Σ_j t_ij − Σ_j t_ij s_ij``).
+            positives: optional CSR ``(p_indptr i64[B + 1], p_ids i64[nnz_P], p_w f32[nnz_P])``
+                adding the decoupled terms ``p_w · softplus(log Σ_{j∉P} e^{s_j} − s_p)`` of
+                :class:`~xmr.models.exact_softmax.ExactSoftmaxFunction` (the decoupled
+                reduction); ``None``: none.
 
         Raises ``ValueError`` on bad input before anything is computed (on every rank in a
         distributed run), ``FloatingPointError`` if the loss is not finite.
@@ -179,7 +188,18 @@ class ShardedLabelTable(nn.Module):
             except TypeError as e:
                 msg = e
         if msg is None:
-            msg = validate_targets(t_indptr, t_ids, t_vals, emb.shape[0], self.num_labels)
+            msg = validate_targets(t_indptr, t_ids, t_vals, emb.shape[0], self.num_labels,
+                                   normalized=normalized)
+        if msg is None and positives is not None:
+            try:
+                p_indptr, p_ids, p_w = positives
+                p_indptr = _as_tensor(p_indptr, torch.int64, device, "p_indptr")
+                p_ids = _as_tensor(p_ids, torch.int64, device, "p_ids")
+                p_w = _as_tensor(p_w, torch.float32, device, "p_w")
+                msg = validate_targets(p_indptr, p_ids, p_w, emb.shape[0], self.num_labels,
+                                       normalized=False)
+            except (TypeError, ValueError) as e:
+                msg = e
         self.comm.agree_on_error(msg, "full_softmax_loss")
 
         B = emb.shape[0]
@@ -195,6 +215,18 @@ class ShardedLabelTable(nn.Module):
             t_vals, _ = comm.all_gather_varlen(t_vals)
         else:
             row0, E = 0, emb
+        dec = (None, None, None)
+        if positives is not None:
+            p_rows = torch.repeat_interleave(torch.arange(B, device=device) + row0,
+                                             p_indptr[1:] - p_indptr[:-1])
+            if comm.distributed:
+                p_rows, _ = comm.all_gather_varlen(p_rows)
+                p_ids, _ = comm.all_gather_varlen(p_ids)
+                p_w, _ = comm.all_gather_varlen(p_w)
+            pm = (p_ids >= self.lo) & (p_ids < self.hi)
+            p_cols = p_ids[pm] - self.lo
+            po = torch.argsort(p_cols, stable=True)
+            dec = (p_rows[pm][po], p_cols[po], p_w[pm][po])
         if chunk_size is None:
             chunk_size = default_chunk_size(E.shape[0])
         mine = (t_ids >= self.lo) & (t_ids < self.hi)
@@ -203,7 +235,7 @@ class ShardedLabelTable(nn.Module):
         loss = ExactSoftmaxFunction.apply(
             E, self.weight, self.bias, t_rows[mine][order], t_cols[order], t_vals[mine][order],
             chunk_bounds(self.shard_bounds, int(chunk_size)), comm, row0, row0 + B,
-            int(cache_bytes))
+            int(cache_bytes), *dec)
         if reduction == "mean":
             return loss.mean()
         if reduction == "sum":

@@ -30,10 +30,14 @@ class RowAdagrad(torch.optim.Optimizer):
         lr: learning rate.
         eps: added to √a_r in the denominator.
         initial_accumulator: starting value of every a_r.
+        weight_decay: decoupled weight decay (Loshchilov & Hutter, *Decoupled Weight Decay
+            Regularization*, ICLR 2019) of the rows a step touches: ``p_r ← p_r (1 − lr·wd)``
+            before the update. Rows without gradient are not decayed (a step's cost stays
+            independent of L), so a label decays in proportion to how often it is scored.
     """
 
     def __init__(self, params, lr: float = 0.01, eps: float = 1e-10,
-                 initial_accumulator: float = 0.0):
+                 initial_accumulator: float = 0.0, weight_decay: float = 0.0):
         if not lr > 0.0:
             raise ValueError(f"lr: expected a positive learning rate, got {lr}")
         if not eps >= 0.0:
@@ -41,7 +45,10 @@ class RowAdagrad(torch.optim.Optimizer):
         if not initial_accumulator >= 0.0:
             raise ValueError(f"initial_accumulator: expected a non-negative value, got "
                              f"{initial_accumulator}")
-        super().__init__(params, dict(lr=lr, eps=eps, initial_accumulator=initial_accumulator))
+        if not weight_decay >= 0.0:
+            raise ValueError(f"weight_decay: expected a non-negative value, got {weight_decay}")
+        super().__init__(params, dict(lr=lr, eps=eps, initial_accumulator=initial_accumulator,
+                                      weight_decay=weight_decay))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -51,6 +58,7 @@ class RowAdagrad(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             lr, eps = group["lr"], group["eps"]
+            decay = 1.0 - lr * group.get("weight_decay", 0.0)
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -70,10 +78,14 @@ class RowAdagrad(torch.optim.Optimizer):
                     acc.index_add_(0, rows, vals.reshape(rows.numel(), -1).pow(2).mean(dim=1))
                     denom = acc.index_select(0, rows).sqrt_().add_(eps)
                     upd = vals / denom.view((-1,) + (1,) * (vals.dim() - 1))
+                    if decay != 1.0:
+                        p.index_copy_(0, rows, p.index_select(0, rows) * decay)
                     p.index_add_(0, rows, upd.mul_(-lr).to(p.dtype))
                 else:
                     gf = g.float()
                     acc.add_(gf.reshape(p.shape[0], -1).pow(2).mean(dim=1))
                     denom = acc.sqrt().add_(eps).view((-1,) + (1,) * (p.dim() - 1))
+                    if decay != 1.0:
+                        p.mul_(decay)
                     p.add_((gf / denom).mul_(-lr).to(p.dtype))
         return loss

@@ -42,6 +42,11 @@ class LossConfig:
     unique_sampling: Optional[bool] = None  #: draw R without replacement (tries-based log E[count])
     correct_positives: Optional[bool] = None  #: subtract the offset from positive columns too
     share_columns: Optional[bool] = None  #: a row also sees the other rows' candidates (in-batch)
+    #: multilabel reduction (Menon et al. 2019, *Multilabel reductions*): "pal-n" (targets
+    #: uniform over the positives, one shared softmax; recall@k-consistent), "pal" (one softmax
+    #: term of weight 1 per positive; precision@k-consistent) or "decoupled" (DEXML: each
+    #: positive's denominator excludes the row's other positives, averaged over the positives)
+    reduction: Optional[str] = None
 
     def resolved(self) -> "LossConfig":
         """Fill every ``None`` field from the preset; raise on an unknown preset or bad value."""
@@ -61,6 +66,11 @@ class LossConfig:
             raise ConfigError(f"loss.alpha must be in [0, 1], got {self.alpha}")
         if self.tau_t <= 0 or self.tau_s <= 0:
             raise ConfigError(f"temperatures must be > 0, got tau_t={self.tau_t}, tau_s={self.tau_s}")
+        from xmr.objectives.targets import REDUCTIONS
+
+        if self.reduction not in REDUCTIONS:
+            raise ConfigError(f"loss.reduction: expected one of {', '.join(REDUCTIONS)}, "
+                              f"got {self.reduction!r}")
         if self.proposal not in PROPOSALS:
             raise ConfigError(f"unknown proposal {self.proposal!r}; valid: {', '.join(PROPOSALS)}")
         if self.num_random < 0 or self.teacher_k < 0:
@@ -79,7 +89,7 @@ class LossConfig:
 _DEFAULTS = dict(
     preset="softmax", all_labels=False, alpha=0.0, tau_t=1.0, tau_s=1.0, teacher_k=20,
     teacher_negatives=False, mined=False, num_random=0, proposal="unigram", proposal_beta=0.5,
-    unique_sampling=True, correct_positives=False, share_columns=True,
+    unique_sampling=True, correct_positives=False, share_columns=True, reduction="decoupled",
 )
 
 PRESETS = {

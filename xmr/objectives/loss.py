@@ -27,7 +27,7 @@ import torch
 
 from xmr.negatives.candidates import MASK_VALUE
 from xmr.objectives.config import LossConfig
-from xmr.objectives.targets import soft_targets, truncate_rows
+from xmr.objectives.targets import reduction_targets, truncate_rows
 
 Csr = Tuple[np.ndarray, np.ndarray]
 log = logging.getLogger(__name__)
@@ -128,11 +128,15 @@ class UnifiedObjective:
         x = emb / cfg.tau_s if cfg.tau_s != 1.0 else emb
         if cfg.all_labels:
             t0 = time.perf_counter()
-            ptr, ids, vals = soft_targets(pos, self.num_labels, teacher, cfg.alpha, cfg.tau_t)
+            (ptr, ids, vals), positives, normalized = reduction_targets(
+                pos, self.num_labels, teacher, cfg.alpha, cfg.tau_t, cfg.reduction)
             self.timings["assemble"] += time.perf_counter() - t0
             dev = emb.device
+            if positives is not None:
+                positives = tuple(torch.from_numpy(a).to(dev) for a in positives)
             loss = table.full_softmax_loss(x, torch.from_numpy(ptr).to(dev), torch.from_numpy(ids).to(dev),
-                                           torch.from_numpy(vals).to(dev), chunk_size=self.chunk)
+                                           torch.from_numpy(vals).to(dev), chunk_size=self.chunk,
+                                           normalized=normalized, positives=positives)
             return loss, {"num_candidates": self.num_labels}
 
         from xmr.negatives.candidates import assemble_batch
@@ -144,12 +148,15 @@ class UnifiedObjective:
             sampled = self.sampler.sample(self.num_random, rng, unique=cfg.unique_sampling)
             self.timings["sample"] += time.perf_counter() - t0
         t0 = time.perf_counter()
+        # pal / decoupled: assemble the teacher part alone (alpha = 1); the positives' weights
+        # are set by reduction_candidate_loss
+        alpha = cfg.alpha if cfg.reduction == "pal-n" else (1.0 if teacher is not None else 0.0)
         batch = assemble_batch(
             pos[0], pos[1],
             teacher=teacher,
             mined=mined if cfg.mined else None,
             sampled=sampled,
-            alpha=cfg.alpha, tau_t=cfg.tau_t,
+            alpha=alpha, tau_t=cfg.tau_t,
             correct_positives=cfg.correct_positives, share_columns=cfg.share_columns,
             num_labels=self.num_labels,
             teacher_candidates=bool(cfg.teacher_negatives),
@@ -159,8 +166,63 @@ class UnifiedObjective:
         dev = emb.device
         cand = torch.from_numpy(batch.cand_ids).to(dev)
         s = table.candidate_logits(x, cand, logit_bias=None)  # [B, C] scores s / tau_s
-        loss = sparse_candidate_loss(s, batch, dev)
+        if cfg.reduction == "pal-n":
+            loss = sparse_candidate_loss(s, batch, dev)
+        else:
+            t_len = None if teacher is None else np.diff(np.asarray(teacher[0], dtype=np.int64))
+            loss = reduction_candidate_loss(s, batch, pos[0], t_len, cfg.alpha, cfg.reduction)
         return loss, {"num_candidates": int(cand.shape[0])}
+
+
+def reduction_candidate_loss(s: torch.Tensor, batch, pos_indptr: np.ndarray,
+                             teacher_len: Optional[np.ndarray], alpha: float, reduction: str,
+                             reduction_mean: str = "mean") -> torch.Tensor:
+    """The ``pal`` and ``decoupled`` reductions on a candidate batch (dense ``B x C`` autograd).
+
+    ``s f32[B, C]``: uncorrected logits of the columns; ``batch``: a
+    :class:`~xmr.negatives.candidates.SparseCandidateBatch` assembled with the teacher's part
+    alone (``alpha = 1``, or 0 without a teacher), so its targets are q^t on rows with teacher
+    entries; ``pos_indptr``: the rows' positives (their columns are ``batch.pos_cols``);
+    ``teacher_len i64[B]``: teacher entries per row (None: no teacher). With z = s + logit_bias
+    (offsets and masks of §5) and LSE_r over the row's visible cells, the row's loss is
+
+    * pal: (1 − α)·Σ_p [LSE_r − z_p] + α·[LSE_r − Σ_j q_j z_j];
+    * decoupled: (1 − α)/|P|·Σ_p softplus(neg_r − z_p) + α·[LSE_r − Σ_j q_j z_j], neg_r the LSE
+      over the row's visible cells other than its positives;
+
+    with α = 0 on rows without teacher entries and α = 1 on rows without positives. The values
+    equal :func:`unified_loss_reference`-style dense references (tests pin values and gradients).
+    """
+    dev = s.device
+    B, C = s.shape
+    dense = batch.to_dense()
+    z = s.float() + torch.from_numpy(dense.logit_bias).to(dev)
+    p_len = np.diff(np.asarray(pos_indptr, dtype=np.int64))
+    p_rows = np.repeat(np.arange(B), p_len)
+    has_t = teacher_len is not None and alpha > 0
+    t_len = teacher_len if has_t else np.zeros(B, dtype=np.int64)
+    w_pos = np.where(t_len > 0, 1.0 - alpha, 1.0)
+    w_q = np.where(t_len > 0, np.where(p_len > 0, alpha, 1.0), 0.0)
+    Q = torch.from_numpy((dense.targets * w_q[:, None]).astype(np.float32)).to(dev)
+    pr, pc = torch.from_numpy(p_rows).to(dev), torch.from_numpy(batch.pos_cols).to(dev)
+    w = w_pos[p_rows] if reduction == "pal" else (w_pos / np.maximum(p_len, 1))[p_rows]
+    w = torch.from_numpy(w.astype(np.float32)).to(dev)
+    lse = torch.logsumexp(z, dim=1)
+    q_sum = Q.sum(1)
+    loss = lse * q_sum - (Q * z).sum(1)
+    zp = z[pr, pc]
+    if reduction == "pal":
+        loss = loss.index_add(0, pr, w * (lse[pr] - zp))
+    else:
+        mask = torch.zeros(B, C, dtype=torch.bool, device=dev)
+        mask[pr, pc] = True
+        neg = torch.logsumexp(z.masked_fill(mask, float(MASK_VALUE)), dim=1)
+        loss = loss.index_add(0, pr, w * torch.nn.functional.softplus(neg[pr] - zp))
+    if reduction_mean == "none":
+        return loss
+    if reduction_mean == "sum":
+        return loss.sum()
+    return loss.mean()
 
 
 def sparse_candidate_loss(s: torch.Tensor, batch, device=None,

@@ -1,9 +1,14 @@
 """Per-row target distributions a(x) = (1 − α)·y(x) + α·q^t(x) as CSR (DESIGN.md §5).
 
-y(x) is uniform over the positives P(x) — the normalised "pick-all-labels" reduction, which is
-consistent for precision@k (Menon et al. 2019, "Multilabel reductions"). q^t(x) is the
-teacher's distribution softmax(t(x)/τ_t) over its top-K labels. With A(x) = all labels the
-restriction of q^t to A(x) is a no-op, so these targets feed the exact sharded softmax directly.
+y(x) is uniform over the positives P(x) — the normalised "pick-all-labels" reduction (PAL-N),
+which Menon, Rawat, Reddi & Kumar (NeurIPS 2019, "Multilabel reductions: what is my loss
+optimising?") show consistent for *recall*@k. q^t(x) is the teacher's distribution
+softmax(t(x)/τ_t) over its top-K labels. With A(x) = all labels the restriction of q^t to A(x)
+is a no-op, so these targets feed the exact sharded softmax directly.
+
+:func:`reduction_targets` gives the other reductions of the family (:data:`REDUCTIONS`): PAL
+(weight 1 per positive, shared denominator; precision-consistent) and the decoupled form
+(each positive's denominator excludes the row's other positives).
 """
 
 from __future__ import annotations
@@ -78,6 +83,72 @@ def soft_targets(
         vals.append(q * np.repeat(w_t, t_len))
     M = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                       shape=(B, num_labels))
+    M.sum_duplicates()
+    M.sort_indices()
+    return M.indptr.astype(np.int64), M.indices.astype(np.int64), M.data.astype(np.float32)
+
+
+#: the multilabel reductions of the loss family (DESIGN.md §5)
+REDUCTIONS = ("pal-n", "pal", "decoupled")
+
+
+def reduction_targets(pos: Csr, num_labels: int,
+                      teacher: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None,
+                      alpha: float = 0.0, tau_t: float = 1.0, reduction: str = "pal-n"):
+    """Targets of one reduction over all labels: ``(soft, positives, normalized)``.
+
+    The loss of a row is ``LSE · Σ_j t_j − Σ_j t_j s_j`` over the *soft* CSR targets
+    ``(indptr, ids, vals)`` plus, when ``positives = (indptr, ids, weights)`` is not None, the
+    decoupled terms ``w_p · softplus(log Σ_{j∉P} e^{s_j} − s_p)``. With teacher mass the loss is
+    ``(1 − α) · L_reduction(y) + α · CE(q^t)`` (a row without teacher entries takes α = 0, a row
+    without positives α = 1, as :func:`soft_targets`):
+
+    * ``pal-n``: soft = (1 − α)/|P| on each positive + α q^t (rows sum to 1; today's default);
+    * ``pal``: soft = (1 − α) on each positive + α q^t (a row with more positives weighs more);
+    * ``decoupled``: soft = α q^t; positives with weight (1 − α)/|P| (averaged over the row's
+      positives, as DEXML's decoupled softmax).
+
+    ``normalized`` is True when every soft row sums to 1.
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction: expected one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+    if reduction == "pal-n":
+        return soft_targets(pos, num_labels, teacher, alpha, tau_t), None, True
+    p_ptr, p_ids = (np.asarray(a, dtype=np.int64) for a in pos)
+    B = p_ptr.shape[0] - 1
+    p_len = np.diff(p_ptr)
+    has_t = teacher is not None and alpha > 0
+    t_len = np.diff(np.asarray(teacher[0], dtype=np.int64)) if has_t else np.zeros(B, np.int64)
+    if np.any((p_len == 0) & (t_len == 0)):
+        bad = int(np.flatnonzero((p_len == 0) & (t_len == 0))[0])
+        raise ValueError(f"row {bad} of the batch has no positive label and no teacher entry: "
+                         "its target distribution is undefined")
+    w_pos = np.where(t_len > 0, 1.0 - alpha, 1.0) if has_t else np.ones(B)
+    if has_t:
+        q_ptr, q_ids, q_vals = _teacher_only(teacher, num_labels, tau_t)
+        w_t = np.where(p_len > 0, alpha, 1.0)
+        q_vals = (q_vals * np.repeat(w_t, np.diff(q_ptr))).astype(np.float32)
+    else:
+        q_ptr, q_ids, q_vals = np.zeros(B + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    if reduction == "pal":
+        M = sp.csr_matrix((np.repeat(w_pos, p_len), p_ids, p_ptr), shape=(B, num_labels)) + \
+            sp.csr_matrix((q_vals, q_ids, q_ptr), shape=(B, num_labels))
+        M.sum_duplicates()
+        M.sort_indices()
+        M.eliminate_zeros()
+        return (M.indptr.astype(np.int64), M.indices.astype(np.int64), M.data.astype(np.float32)), \
+            None, False
+    pw = np.repeat(w_pos / np.maximum(p_len, 1), p_len).astype(np.float32)
+    return (q_ptr, q_ids, q_vals), (p_ptr, p_ids, pw), False
+
+
+def _teacher_only(teacher, num_labels: int, tau_t: float):
+    """q^t = softmax(t / τ_t) over each row's teacher entries as CSR (empty rows stay empty)."""
+    t_ptr, t_ids, t_logits = teacher
+    t_ptr = np.asarray(t_ptr, dtype=np.int64)
+    q = row_softmax(t_ptr, t_logits, tau_t)
+    M = sp.csr_matrix((q, np.asarray(t_ids, dtype=np.int64), t_ptr),
+                      shape=(t_ptr.shape[0] - 1, num_labels))
     M.sum_duplicates()
     M.sort_indices()
     return M.indptr.astype(np.int64), M.indices.astype(np.int64), M.data.astype(np.float32)

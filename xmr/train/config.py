@@ -42,6 +42,10 @@ class ModelConfig:
     residual: bool = False
     normalize: bool = False  #: L2-normalise φ(x)
     dropout: float = 0.0
+    #: input (feature) dropout: each stored feature of a training row is dropped with this
+    #: probability and the kept ones scaled by 1/(1 − p) — the input regularisation that
+    #: Guo et al. (NeurIPS 2019, *Breaking the Glass Ceiling*) find embedding-based XMC needs
+    input_dropout: float = 0.0
     sparse_input: bool = True  #: sparse gradients + SparseAdam for the input bag (cost independent of D)
     num_shards: int = 1  #: label shards within this process
     label_bias: bool = False
@@ -65,6 +69,16 @@ class OptimConfig:
     lr_encoder: float = 5e-3  #: Adam on the encoder (SparseAdam on the input bag)
     lr_table: float = 0.03  #: row-wise Adagrad on the label table (touches only used rows)
     full_softmax_chunk: int = 65536  #: labels per chunk of the exact softmax
+    #: decoupled weight decay of the encoder (AdamW, Loshchilov & Hutter ICLR 2019; on the
+    #: sparse input bag applied to the rows a step touches)
+    weight_decay: float = 0.0
+    #: decoupled weight decay of the label rows a step touches (row-wise Adagrad)
+    table_weight_decay: float = 0.0
+    #: learning-rate schedule after the warm-up: "constant", "linear" (to lr_final_ratio at the
+    #: last step) or "cosine" (Loshchilov & Hutter, SGDR, ICLR 2017, one cycle)
+    schedule: str = "constant"
+    warmup_fraction: float = 0.0  #: share of all steps with a linear warm-up from 0
+    lr_final_ratio: float = 0.0  #: the learning rate at the last step over the base rate
 
 
 @dataclass
@@ -78,6 +92,12 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 1  #: epochs between evaluations on the held-out rows (0 = never)
     checkpoint_every: int = 0  #: steps between checkpoints (0 = end of each epoch only)
+    #: stop after this many evaluations without a better held-out score (0 = never) and, with
+    #: held-out rows, end with the weights of the best evaluation (early stopping, as in
+    #: Prechelt, *Early Stopping — But When?*, 1998); the checkpoint keeps the best state
+    early_stopping_patience: int = 2
+    early_stopping_metric: str = "P@1"  #: the held-out metric that early stopping watches
+    restore_best: bool = True  #: end with the best evaluated weights (needs eval_every > 0)
     threads: int = 0  #: torch intra-op threads (0 = leave torch's default)
     device: str = "auto"  #: "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
 

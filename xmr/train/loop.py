@@ -85,16 +85,70 @@ class _Optimizers:
             o.load_state_dict(state[k])
 
 
+class _SparseAdamW(torch.optim.SparseAdam):
+    """SparseAdam with decoupled weight decay of the rows a step touches (``p_r ← p_r (1 −
+    lr·wd)`` before the Adam update): AdamW's rule restricted to the features of the batch."""
+
+    def __init__(self, params, lr: float, weight_decay: float):
+        super().__init__(params, lr=lr)
+        for g in self.param_groups:
+            g["weight_decay"] = float(weight_decay)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            decay = 1.0 - group["lr"] * group.get("weight_decay", 0.0)
+            if decay == 1.0:
+                continue
+            for p in group["params"]:
+                if p.grad is not None:
+                    rows = p.grad.coalesce().indices()[0]
+                    p.index_copy_(0, rows, p.index_select(0, rows) * decay)
+        return super().step(closure)
+
+
 def _encoder_optimizer(encoder, cfg: TrainConfig):
     """Adam on the encoder; with a sparse input bag, SparseAdam on the bag's rows (a step
-    then touches only the features present in the batch) and Adam on the rest."""
-    lr = cfg.optim.lr_encoder
+    then touches only the features present in the batch) and Adam on the rest. With
+    ``optim.weight_decay`` > 0, the decoupled-decay variants (AdamW; touched rows of the bag)."""
+    lr, wd = cfg.optim.lr_encoder, cfg.optim.weight_decay
+
+    def dense(params):
+        if wd > 0:
+            return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+        return torch.optim.Adam(params, lr=lr)
+
     bag = getattr(encoder, "bag", None)
     if bag is None or not bag.sparse:
-        return torch.optim.Adam(encoder.parameters(), lr=lr)
+        return dense(encoder.parameters())
     rest = [p for n, p in encoder.named_parameters() if not n.startswith("bag.")]
-    return _Optimizers(bag=torch.optim.SparseAdam([bag.weight], lr=lr),
-                       rest=torch.optim.Adam(rest, lr=lr))
+    sparse = _SparseAdamW([bag.weight], lr=lr, weight_decay=wd) if wd > 0 else \
+        torch.optim.SparseAdam([bag.weight], lr=lr)
+    return _Optimizers(bag=sparse, rest=dense(rest))
+
+
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+def lr_factor(step: int, total: int, schedule: str, warmup_fraction: float,
+              final_ratio: float) -> float:
+    """Learning-rate multiplier of step ``step`` (0-based) out of ``total``: a linear warm-up
+    over the first ``warmup_fraction·total`` steps, then constant, linear or cosine decay to
+    ``final_ratio`` at the last step. A pure function of the step, so a resumed run follows the
+    same schedule without any scheduler state."""
+    total = max(int(total), 1)
+    warm = int(round(warmup_fraction * total))
+    if step < warm:
+        return (step + 1) / warm
+    if schedule == "constant":
+        return 1.0
+    span = max(total - warm - 1, 1)
+    t = min(max((step - warm) / span, 0.0), 1.0)
+    if schedule == "linear":
+        return 1.0 - (1.0 - final_ratio) * t
+    import math
+
+    return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 def _save_miner(miner, path: Path) -> None:
@@ -162,7 +216,10 @@ class Trainer:
         from xmr.objectives.loss import UnifiedObjective
 
         self.opt_enc = _encoder_optimizer(self.model.encoder, cfg)
-        self.opt_tab = RowAdagrad(self.model.label_table.parameters(), lr=cfg.optim.lr_table)
+        self.opt_tab = RowAdagrad(self.model.label_table.parameters(), lr=cfg.optim.lr_table,
+                                  weight_decay=cfg.optim.table_weight_decay)
+        self._base_lrs = [[g["lr"] for g in o.param_groups] for o in self._all_optimizers()]
+        self.total_steps = 0  # set by fit (the schedule's horizon)
         counts = np.asarray(self.Y[self.train_rows].sum(0)).ravel().astype(np.int64)
         self.objective = UnifiedObjective(self.loss_cfg, self.num_labels, label_counts=counts,
                                           seed=cfg.seed, full_softmax_chunk=cfg.optim.full_softmax_chunk)
@@ -178,6 +235,8 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.history: List[Dict] = []
+        self.best: Optional[Dict] = None  # {"score", "epoch", "step", "model"} of the best evaluation
+        self.bad_evals = 0  # evaluations since the best one (early stopping)
         self.time_total = 0.0
         self.time_mining = 0.0
 
@@ -188,7 +247,11 @@ class Trainer:
             "opt_enc": self.opt_enc.state_dict(),
             "opt_tab": self.opt_tab.state_dict(),
             "torch_rng": torch.get_rng_state(),
-            "counters": torch.tensor([self.step, self.epoch, self.batch_in_epoch], dtype=torch.int64),
+            "counters": torch.tensor([self.step, self.epoch, self.batch_in_epoch, self.bad_evals],
+                                     dtype=torch.int64),
+            **({"best_model": self.best["model"],
+                "best": torch.tensor([self.best["score"], self.best["epoch"], self.best["step"]],
+                                     dtype=torch.float64)} if self.best is not None else {}),
         }
 
     @property
@@ -225,7 +288,13 @@ class Trainer:
         self.opt_enc.load_state_dict(state["opt_enc"])
         self.opt_tab.load_state_dict(state["opt_tab"])
         torch.set_rng_state(state["torch_rng"].cpu())
-        self.step, self.epoch, self.batch_in_epoch = (int(v) for v in state["counters"])
+        counters = [int(v) for v in state["counters"]]
+        self.step, self.epoch, self.batch_in_epoch = counters[:3]
+        self.bad_evals = counters[3] if len(counters) > 3 else 0
+        if "best_model" in state:
+            score, epoch, step = (float(v) for v in state["best"])
+            self.best = {"score": score, "epoch": int(epoch), "step": int(step),
+                         "model": state["best_model"]}
         self.history = json.loads((path / "history.json").read_text())
         if self.miner is not None and (path / "miner").exists():
             _load_miner(self.miner, path / "miner")
@@ -256,6 +325,42 @@ class Trainer:
             return rows
         return np.array_split(rows, self.world)[self.rank]
 
+    def _all_optimizers(self):
+        for o in (self.opt_enc, self.opt_tab):
+            yield from (o.opts.values() if isinstance(o, _Optimizers) else (o,))
+
+    def _set_learning_rates(self) -> float:
+        o = self.cfg.optim
+        f = lr_factor(self.step, self.total_steps, o.schedule, o.warmup_fraction, o.lr_final_ratio)
+        for opt, base in zip(self._all_optimizers(), self._base_lrs):
+            for g, lr in zip(opt.param_groups, base):
+                g["lr"] = lr * f
+        return f
+
+    def _evaluate_held_out(self, bar) -> Optional[Dict]:
+        """Score the held-out rows, keep the best state, count evaluations without progress."""
+        metrics = evaluate_model(self.model, self.X[self.valid_rows], self.Y[self.valid_rows],
+                                 self.inv_prop)
+        metrics.update(epoch=self.epoch, step=self.step)
+        self.history.append(metrics)
+        log.info("epoch %d: %s", self.epoch,
+                 ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("P")))
+        if self.progress:
+            bar.write(f"epoch {self.epoch}: held-out P@1={metrics.get('P@1', 0):.4f} "
+                      f"P@5={metrics.get('P@5', 0):.4f}")
+        key = self.cfg.early_stopping_metric
+        if key not in metrics:
+            raise ValueError(f"early_stopping_metric: expected one of "
+                             f"{sorted(k for k in metrics if '@' in k)}, got {key!r}")
+        score = float(metrics[key])
+        if self.best is None or score > self.best["score"]:
+            self.best = {"score": score, "epoch": self.epoch, "step": self.step,
+                         "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()}}
+            self.bad_evals = 0
+        else:
+            self.bad_evals += 1
+        return metrics
+
     # ------------------------------------------------------------------ one step
     def train_step(self, rows: np.ndarray) -> float:
         pos = _csr_rows(self.Y, rows)
@@ -267,6 +372,7 @@ class Trainer:
             self.miner.maybe_refresh(self.step, self._full_label_rows)
             mined = self.miner.mine(emb.detach().float().cpu().numpy(), pos[0], pos[1])
             self.time_mining += time.perf_counter() - t0
+        self._set_learning_rates()
         loss, _ = self.objective(emb, self.model.label_table, pos, teacher, mined, step=self.step)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.step}; "
@@ -293,13 +399,16 @@ class Trainer:
         bs = cfg.optim.batch_size * self.world  # the global batch; each rank takes its slice
         n_batches = (len(self.train_rows) + bs - 1) // bs
         total = n_batches * cfg.optim.epochs
+        self.total_steps = total
+        patience = cfg.early_stopping_patience
+        stopped_early = bool(patience) and self.bad_evals >= patience  # a resumed stopped run
         bar = tqdm(total=total, initial=self.step, disable=not self.progress,
                    desc=f"train {self.loss_cfg.preset}", unit="step", dynamic_ncols=True,
                    mininterval=0.5 if sys.stderr.isatty() else 30.0)
         t_start = time.perf_counter()
         samples = 0
         interrupted = False
-        while self.epoch < cfg.optim.epochs:
+        while self.epoch < cfg.optim.epochs and not stopped_early:
             perm = self.train_rows[np.random.default_rng([cfg.seed, self.epoch]).permutation(len(self.train_rows))]
             self.model.train()
             while self.batch_in_epoch < n_batches:
@@ -321,17 +430,20 @@ class Trainer:
             self.epoch += 1
             self.batch_in_epoch = 0
             if cfg.eval_every and self.epoch % cfg.eval_every == 0 and len(self.valid_rows):
-                metrics = evaluate_model(self.model, self.X[self.valid_rows], self.Y[self.valid_rows],
-                                         self.inv_prop)
-                metrics.update(epoch=self.epoch, step=self.step)
-                self.history.append(metrics)
-                log.info("epoch %d: %s", self.epoch,
-                         ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("P")))
-                if self.progress:
-                    bar.write(f"epoch {self.epoch}: held-out P@1={metrics.get('P@1', 0):.4f} "
-                              f"P@5={metrics.get('P@5', 0):.4f}")
+                self._evaluate_held_out(bar)
+                if patience and self.bad_evals >= patience:
+                    stopped_early = True
+                    log.info("early stopping after epoch %d: no better held-out %s for %d "
+                             "evaluations (best %.4f at epoch %d)", self.epoch,
+                             cfg.early_stopping_metric, self.bad_evals, self.best["score"],
+                             self.best["epoch"])
             self.save_checkpoint()
         bar.close()
+        if not interrupted and cfg.restore_best and self.best is not None \
+                and self.best["step"] != self.step:
+            self.model.load_state_dict(self.best["model"])
+            log.info("restored the weights of epoch %d (held-out %s %.4f)", self.best["epoch"],
+                     cfg.early_stopping_metric, self.best["score"])
         elapsed = time.perf_counter() - t_start
         model_dir = None
         if not interrupted and self.out_dir is not None:

@@ -82,6 +82,11 @@ class XMRModel(nn.Module):
             rows = np.arange(X.shape[0])
         inp, offsets, weights = csr_to_bag(X, rows)
         dev = self.label_table.weight.device
+        p = float(getattr(self.cfg, "input_dropout", 0.0))
+        if self.training and p > 0 and weights.numel():
+            # feature dropout on the bag (torch's global RNG: checkpointed with the run)
+            keep = torch.rand(weights.shape[0]) >= p
+            weights = torch.where(keep, weights / (1.0 - p), torch.zeros_like(weights))
         return self.encoder(inp.to(dev), offsets.to(dev), weights.to(dev))
 
     @torch.no_grad()
