@@ -11,7 +11,7 @@ constants ``prop_a``, ``prop_b``.
 from __future__ import annotations
 
 import time
-from typing import Dict, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
