@@ -59,8 +59,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--presets", default="softmax,mined,distill,double-distill")
-    ap.add_argument("--folds", type=int, default=5, help="cross-fitting folds of the teachers")
+    ap.add_argument("--presets", default="softmax,distill,double-distill")
+    ap.add_argument("--folds", type=int, default=3, help="cross-fitting folds of the teachers")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
 
@@ -111,7 +111,8 @@ def main(argv=None):
         worker = [sys.executable, str(HERE / "peers" / "run_xmr.py")]
         common = ["--threads", str(args.threads)]
         recipe = [f"model.dim={sdim}", f"optim.epochs={epochs}"] + (
-            ["data.valid_fraction=0.05", "early_stopping_patience=2"] if not args.quick else [])
+            ["data.valid_fraction=0.05", "eval_every=1", "early_stopping_patience=2"]
+            if not args.quick else [])
         from xmr.teachers.combine import combine_stores
         from xmr.teachers.report import teacher_report
         from xmr.teachers.store import TeacherStore, from_topk

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from typing import Iterable, Optional, Sequence
 
 __all__ = ["load_dataset", "train", "export_teacher", "evaluate", "load_model", "load_predictor",
            "build_index", "embed", "make_config"]
@@ -150,11 +150,10 @@ def build_index(model, factory: str = "HNSW32", metric: str = "ip", **params):
     search it with ``index.search(embed(model, X), k) → (scores f32[n,k], ids i64[n,k])``."""
     from xmr.negatives.index import LabelIndex
 
-    m = model
     if isinstance(model, (str, os.PathLike)):
         from xmr.cli.cmd_index import load_label_table
 
         emb = load_label_table(model)
     else:
-        emb = _model(m).label_table.weight_numpy()
+        emb = _model(model).label_table.weight_numpy()
     return LabelIndex.build(emb, factory=factory, metric=metric, **params)

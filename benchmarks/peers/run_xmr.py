@@ -68,7 +68,7 @@ def main():
         "method": a.name or f"xmr {a.preset} (d={cfg.model.dim})", "train_s": train_s,
         "predict_ms_per_query": 1000 * pred_s / ids.shape[0],
         "epochs_run": len(res.history) or cfg.optim.epochs,
-        "best_epoch": res.history and max(res.history, key=lambda h: h["P@1"])["epoch"],
+        "best_epoch": max(res.history, key=lambda h: h["P@1"])["epoch"] if res.history else None,
         "overrides": a.overrides,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
 

@@ -63,6 +63,11 @@ def test_readme_commands_run_end_to_end(workdir, capsys):
     assert student["test"]["P@1"] > 0.5  # planted: each label owns four words
     assert _json_tail(outs[5])["P@1"] == pytest.approx(student["test"]["P@1"])
     assert (workdir / "runs/student_index").is_dir()
+    assert main(["index", "search", "--index", "runs/student_index", "--model",
+                 "runs/student/model", "-k", "3", "--out", "top3.npz"]) == 0  # its own test split
+    capsys.readouterr()
+    with np.load(workdir / "top3.npz") as z:
+        assert z["ids"].shape == (60, 3)
     pred = [json.loads(ln) for ln in outs[7].splitlines()]
     assert pred[0]["text"] == "some words about the topic" and len(pred[0]["labels"]) == 5
     assert set(pred[0]["labels"]) <= set(TOPICS)

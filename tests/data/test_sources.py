@@ -15,7 +15,7 @@ from xmr.cli.main import main
 from xmr.data.formats import write_npz, write_sparse_text, write_xc_bow
 from xmr.data.loaders import load_dataset
 from xmr.data.sources import import_dataset
-from xmr.errors import FormatError, MetadataMismatchError, XMRError
+from xmr.errors import FormatError, MetadataMismatchError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _own_data import TOPICS, planted_matrices, planted_text, tsv_folder, write_tsv  # noqa: E402

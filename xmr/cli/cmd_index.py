@@ -13,6 +13,7 @@ Build a FAISS index over label embeddings and search it.
   xmr index build --embeddings labels.npy --out idx/ --factory HNSW32 --set efSearch=256
   xmr index build --model runs/model/ --out idx/ --factory 'IVF{nlist},Flat' --set nprobe=64
   xmr index search --index idx/ --queries q.npy -k 10 --out top10.npz
+  xmr index search --index idx/ --model runs/model/ --dataset NAME|PATH [--split test] -k 10
 
 --embeddings is a float .npy of shape [L, d] (row j = label j); --model is a saved xmr model
 folder whose weights.pt holds the label table under the key 'label_table.weight'. Factory
@@ -45,8 +46,14 @@ def register(parser: argparse.ArgumentParser) -> None:
 
     s = sub.add_parser("search", help="top-k labels for query embeddings")
     s.add_argument("--index", type=Path, required=True, metavar="DIR")
-    s.add_argument("--queries", type=Path, required=True, metavar="FILE.npy",
+    q = s.add_mutually_exclusive_group(required=True)
+    q.add_argument("--queries", type=Path, metavar="FILE.npy",
                    help="query embeddings, float array [n, d]")
+    q.add_argument("--model", type=Path, metavar="MODEL_DIR",
+                   help="embed the rows of --dataset's --split with this model as the queries")
+    from xmr.cli._common import add_dataset_args
+
+    add_dataset_args(s)
     s.add_argument("-k", type=positive_int, default=10, help="labels per query (default 10)")
     s.add_argument("--out", type=Path, metavar="FILE.npz",
                    help="write ids (i64[n,k], -1 padded) and scores (f32[n,k]) here")
@@ -143,7 +150,17 @@ def run(args) -> int:
               f"{index.search_params}; saved to {args.out}")
         return 0
     else:  # search
-        Q = _load_matrix(args.queries, "query embeddings [n, d]")
+        if args.queries is not None:
+            Q = _load_matrix(args.queries, "query embeddings [n, d]")
+        else:
+            from xmr.api import embed
+            from xmr.cli._common import load_split
+            from xmr.train.model import XMRModel
+
+            ds, X, _ = load_split(args, args.model)
+            model = XMRModel.load(args.model, expect_num_labels=ds.num_labels,
+                                  expect_num_features=ds.num_features)
+            Q = embed(model, X)
         index = LabelIndex.load(args.index, expect_dim=Q.shape[1])
         try:
             if params:

@@ -181,13 +181,14 @@ def _floats(text, what: str):
 
 
 def run_fit(args) -> int:
-    from xmr.data.loaders import load_dataset
+    from xmr.cli._common import data_config
+    from xmr.data.loaders import load_from_config
     from xmr.teachers.trees import fit_tree_teacher
 
-    ds = load_dataset(args.dataset, args.root)
+    ds = load_from_config(data_config(args))
     store = fit_tree_teacher(ds.X_trn, ds.Y_trn, args.backend, folds=args.folds, k=args.k,
                              seed=args.seed, threads=args.threads, progress=True)
-    store.meta.update(dataset=args.dataset, split="train")
+    store.meta.update(dataset=ds.name, split="train")
     store.save(args.out)
     print(f"{args.backend} teacher ({args.folds} folds) with top-{args.k} of {store.num_rows} "
           f"rows written to {args.out}")
@@ -213,11 +214,12 @@ def run_combine(args) -> int:
 def run_report(args) -> int:
     import json
 
-    from xmr.data.loaders import load_dataset
+    from xmr.cli._common import data_config
+    from xmr.data.loaders import load_from_config
     from xmr.teachers.report import teacher_report
     from xmr.teachers.store import TeacherStore
 
-    ds = load_dataset(args.dataset, args.root)
+    ds = load_from_config(data_config(args))
     rows = {}
     for s in args.stores:
         rows[s] = teacher_report(TeacherStore.load(s), ds.Y_trn, tau=args.tau)

@@ -42,7 +42,8 @@ def fold_assignment(n: int, folds: int, seed: int) -> np.ndarray:
         raise ValueError(f"folds: expected an integer >= 1, got {folds}")
     if folds == 1:
         return np.zeros(n, np.int64)
-    return np.random.default_rng([seed, 31]).integers(0, folds, n).astype(np.int64)
+    # the demo's rule, shared by every cross-fitted teacher (neural, tree) so their folds agree
+    return np.random.default_rng([int(seed), 31]).integers(0, folds, n).astype(np.int64)
 
 
 def export_teacher(cfg, dataset=None, k: int = 32, folds: int = 5, seed: Optional[int] = None,
