@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import numpy as np
-
 log = logging.getLogger(__name__)
 
 STUDENT_PRESETS = ("softmax", "sampled", "mined", "distill", "double-distill")

@@ -5,7 +5,6 @@ resume through all of them."""
 import math
 
 import numpy as np
-import pytest
 import torch
 
 from xmr.models import RowAdagrad

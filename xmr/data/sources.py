@@ -413,14 +413,14 @@ def write_prepared(folder: Path, src: Source, opts: Options,
     ``check(stats)`` may raise to refuse the converted data before anything is written."""
     import xmr
     from xmr.data.formats import write_npz
-    from xmr.data.prepare import LAYOUT_VERSION, _write_pairs
+    from xmr.data.prepare import LAYOUT_VERSION, _measured_stats, _write_pairs
     from xmr.utils.atomic import atomic_open
 
     digests = digests if digests is not None else _digests(src)
     mats, names, filters, vec, extra = convert(src, opts)
     mats = {k: _csr32(v) for k, v in mats.items()}
     if check is not None:
-        check(_stats(mats))
+        check(_measured_stats(mats))
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     old = None
@@ -445,7 +445,7 @@ def write_prepared(folder: Path, src: Source, opts: Options,
             "source": str(src.path.resolve()),
             "source_sha256": digests,
             "options": {"min_df": opts.min_df, **extra},
-            "stats": _stats(mats),
+            "stats": _measured_stats(mats),
             "prop_a": float(a),
             "prop_b": float(b),
             "xmr_version": xmr.__version__,
@@ -471,14 +471,6 @@ def write_prepared(folder: Path, src: Source, opts: Options,
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     return folder
-
-
-def _stats(m: Dict[str, sp.csr_matrix]) -> dict:
-    Y = m["Y_trn"]
-    return {"n_train": int(Y.shape[0]), "n_test": int(m["Y_tst"].shape[0]),
-            "num_features": int(m["X_trn"].shape[1]), "num_labels": int(Y.shape[1]),
-            "labels_per_point": float(Y.nnz / max(Y.shape[0], 1)),
-            "points_per_label": float(Y.nnz / max(Y.shape[1], 1))}
 
 
 # --------------------------------------------------------------------------------------------
@@ -518,13 +510,13 @@ def load_prepared_folder(folder: Path, opts: Optional[Options] = None,
     against the registry (:func:`check_registry_name`).
     """
     from xmr.data.formats import read_npz
-    from xmr.data.prepare import _read_filter
+    from xmr.data.prepare import _measured_stats, _read_filter
 
     opts = opts or Options()
     folder = Path(folder)
     meta = json.loads((folder / "meta.json").read_text())
     mats = {k: _csr32(read_npz(folder / f"{k}.npz")) for k in MATRICES}
-    measured = _stats(mats)
+    measured = _measured_stats(mats)
     names = None
     if (folder / "labels.txt").is_file():
         names = (folder / "labels.txt").read_text(encoding="utf-8").split("\n")[:-1]

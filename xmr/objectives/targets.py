@@ -125,7 +125,8 @@ def reduction_targets(pos: Csr, num_labels: int,
                          "its target distribution is undefined")
     w_pos = np.where(t_len > 0, 1.0 - alpha, 1.0) if has_t else np.ones(B)
     if has_t:
-        q_ptr, q_ids, q_vals = _teacher_only(teacher, num_labels, tau_t)
+        Q = teacher_distribution(*teacher, num_labels, tau_t)
+        q_ptr, q_ids, q_vals = Q.indptr.astype(np.int64), Q.indices.astype(np.int64), Q.data
         w_t = np.where(p_len > 0, alpha, 1.0)
         q_vals = (q_vals * np.repeat(w_t, np.diff(q_ptr))).astype(np.float32)
     else:
@@ -142,13 +143,12 @@ def reduction_targets(pos: Csr, num_labels: int,
     return (q_ptr, q_ids, q_vals), (p_ptr, p_ids, pw), False
 
 
-def _teacher_only(teacher, num_labels: int, tau_t: float):
-    """q^t = softmax(t / τ_t) over each row's teacher entries as CSR (empty rows stay empty)."""
-    t_ptr, t_ids, t_logits = teacher
-    t_ptr = np.asarray(t_ptr, dtype=np.int64)
-    q = row_softmax(t_ptr, t_logits, tau_t)
-    M = sp.csr_matrix((q, np.asarray(t_ids, dtype=np.int64), t_ptr),
-                      shape=(t_ptr.shape[0] - 1, num_labels))
+def teacher_distribution(indptr, ids, logits, num_labels: int, tau: float = 1.0) -> sp.csr_matrix:
+    """q^t = softmax(t / τ) over each row's teacher entries as a CSR matrix ``[n, L]`` (rows
+    sorted, duplicates summed, empty rows empty)."""
+    ptr = np.asarray(indptr, dtype=np.int64)
+    q = row_softmax(ptr, np.asarray(logits, dtype=np.float32), tau)
+    M = sp.csr_matrix((q, np.asarray(ids, dtype=np.int64), ptr), shape=(ptr.shape[0] - 1, num_labels))
     M.sum_duplicates()
     M.sort_indices()
-    return M.indptr.astype(np.int64), M.indices.astype(np.int64), M.data.astype(np.float32)
+    return M

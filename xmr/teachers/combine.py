@@ -16,18 +16,13 @@ from typing import Optional, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from xmr.objectives.targets import row_softmax
+from xmr.objectives.targets import teacher_distribution
 from xmr.teachers.store import TeacherStore, from_scores_csr
 
 
 def store_probabilities(store: TeacherStore, tau: float = 1.0) -> sp.csr_matrix:
     """The store's distribution softmax(t / τ) over each row's top-K as a CSR matrix [N, L]."""
-    ptr = np.asarray(store.indptr, dtype=np.int64)
-    q = row_softmax(ptr, np.asarray(store.logits, dtype=np.float32), tau)
-    M = sp.csr_matrix((q, np.asarray(store.ids, dtype=np.int64), ptr),
-                      shape=(store.num_rows, store.num_labels))
-    M.sum_duplicates()
-    return M
+    return teacher_distribution(store.indptr, store.ids, store.logits, store.num_labels, tau)
 
 
 def combine_stores(stores: Sequence[TeacherStore], weights: Optional[Sequence[float]] = None,

@@ -39,7 +39,6 @@ def teacher_report(store: TeacherStore, Y, tau: float = 1.0, rows: Optional[np.n
     Q, Y = Q[keep], Y[keep]
     npos = np.diff(Y.indptr).astype(np.float64)
     Yn = sp.diags(1.0 / npos) @ Y  # uniform over positives
-    q_at_pos = np.asarray(Y.multiply(Q).tocsr().sum(axis=1)).ravel()  # unused beyond recall
     hit = Y.multiply(Q > 0)
     recall = float(np.asarray(hit.sum(1)).ravel().sum() / npos.sum())
     # Σ_j y_j log q̃_j over each row's positives
@@ -69,7 +68,6 @@ def teacher_report(store: TeacherStore, Y, tau: float = 1.0, rows: Optional[np.n
         m = which == b
         if m.any():
             ece += m.mean() * abs(top1_hit[m].mean() - top1_conf[m].mean())
-    del q_at_pos
     return {"rows": int(keep.sum()), "log_loss": float(ll.mean()), "top_k_recall": recall,
             "ece": float(ece), "P@1": float(top1_hit.mean()), "P@5": float(p5.mean()),
             "out_of_fold": bool(store.meta.get("out_of_fold", False)), "tau": float(tau)}

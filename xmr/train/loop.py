@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -147,8 +148,6 @@ def lr_factor(step: int, total: int, schedule: str, warmup_fraction: float,
     t = min(max((step - warm) / span, 0.0), 1.0)
     if schedule == "linear":
         return 1.0 - (1.0 - final_ratio) * t
-    import math
-
     return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
