@@ -1,5 +1,6 @@
 """Two gloo processes on 127.0.0.1 give the single-process results (to fp32 rounding): full
-softmax loss and gradients (each rank's slice of W and b, the DDP encoder), candidate logits and
+softmax loss and gradients (also the decoupled reduction, its decoupled teacher term, and the
+one-versus-all loss) (each rank's slice of W and b, the DDP encoder), candidate logits and
 their gradients, top-k; and bad input on one rank raises on both instead of hanging."""
 
 import os
@@ -61,6 +62,18 @@ def _local_targets(p, r):
     return ip[a:b + 1] - s, p["ids"][s:e], p["vals"][s:e]
 
 
+def _first_and_rest(ip, ids, vals):
+    """Each row's first target as its positive (weight 2 × its value), the rest as soft targets
+    off the positives: the decoupled teacher term's input."""
+    lens = (ip[1:] - ip[:-1]).clamp(max=1)
+    first = torch.zeros(ids.shape[0], dtype=torch.bool)
+    first[ip[:-1][lens > 0]] = True
+    pp = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(lens, 0)])
+    rest_len = (ip[1:] - ip[:-1]) - lens
+    rp = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(rest_len, 0)])
+    return (pp, ids[first], 2 * vals[first]), (rp, ids[~first], vals[~first])
+
+
 def _worker(rank, port, out_dir):
     os.environ["GLOO_SOCKET_IFNAME"] = "lo"
     torch.set_num_threads(1)
@@ -95,6 +108,24 @@ def _worker(rank, port, out_dir):
         out["dloss"] = loss.detach()
         out["dgW"], out["dgb"] = table.weight.grad.clone(), table.bias.grad.clone()
         out["dgenc"] = [q.grad.clone() for q in enc.parameters()]
+
+        # 1c. the decoupled teacher term (soft targets against the negatives only)
+        for key in ("n", "o"):
+            table.zero_grad(set_to_none=True)
+            enc.zero_grad(set_to_none=True)
+            ip, ids, vals = _local_targets(p, rank)
+            if key == "n":
+                (pp, pi, pw), (rp, ri, rv) = _first_and_rest(ip, ids, vals)
+                loss = table.full_softmax_loss(enc(p["x"][a:b]), rp, ri, rv, chunk_size=97,
+                                               reduction="none", normalized=False,
+                                               positives=(pp, pi, pw), soft_on_neg=True)
+            else:  # 1d. one-versus-all over all labels
+                loss = table.full_ova_loss(enc(p["x"][a:b]), ip, ids, vals, chunk_size=97,
+                                           reduction="none")
+            loss.sum().backward()
+            out[key + "loss"] = loss.detach()
+            out[key + "gW"], out[key + "gb"] = table.weight.grad.clone(), table.bias.grad.clone()
+            out[key + "genc"] = [q.grad.clone() for q in enc.parameters()]
 
         # 2. candidate logits (each rank its own candidate set)
         table.zero_grad(set_to_none=True)
@@ -172,6 +203,27 @@ def test_two_gloo_ranks_match_single_process(tmp_path):
         torch.testing.assert_close(r["dgb"], table.bias.grad[r["lo"]:r["hi"]], **close)
         for g, q in zip(r["dgenc"], enc.parameters()):
             torch.testing.assert_close(g, q.grad, **close)
+
+    for key in ("n", "o"):
+        table.zero_grad(set_to_none=True)
+        enc.zero_grad(set_to_none=True)
+        if key == "n":
+            (pp, pi, pw), (rp, ri, rv) = _first_and_rest(p["indptr"], p["ids"], p["vals"])
+            loss = table.full_softmax_loss(enc(p["x"]), rp, ri, rv, chunk_size=128,
+                                           reduction="none", normalized=False,
+                                           positives=(pp, pi, pw), soft_on_neg=True)
+        else:
+            loss = table.full_ova_loss(enc(p["x"]), p["indptr"], p["ids"], p["vals"],
+                                       chunk_size=128, reduction="none")
+        (loss.sum() / WORLD).backward()
+        # OvA sums ~L sigmoids per row: its gradients are ~L/2 larger, so is their fp32 rounding
+        tol = close if key == "n" else dict(rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(torch.cat([r[key + "loss"] for r in res]), loss.detach(), **tol)
+        for r in res:
+            torch.testing.assert_close(r[key + "gW"], table.weight.grad[r["lo"]:r["hi"]], **tol)
+            torch.testing.assert_close(r[key + "gb"], table.bias.grad[r["lo"]:r["hi"]], **tol)
+            for g, q in zip(r[key + "genc"], enc.parameters()):
+                torch.testing.assert_close(g, q.grad, **tol)
 
     table.zero_grad(set_to_none=True)
     enc.zero_grad(set_to_none=True)

@@ -92,11 +92,16 @@ class ExactSoftmaxFunction(torch.autograd.Function):
     exponentials (which cancels when the positives hold most of the mass). Gradients:
     ∂/∂s_ij = c_i e^{s_ij − neg_i} for j ∉ P_i with c_i = Σ_p w_p σ(neg_i − s_ip), and
     −w_p σ(neg_i − s_ip) at the positives.
+
+    ``soft_on_neg`` (decoupled terms only): the soft targets compete with the negatives alone,
+    ``neg_i · Σ_j t_ij − Σ_j t_ij s_ij`` (the *decoupled teacher term*: a teacher's label does not
+    push the row's positives down). The targets must then lie off the positives (their mass on
+    positives belongs in ``p_w``); c_i gains Σ_j t_ij.
     """
 
     @staticmethod
     def forward(ctx, E, weight, bias, t_rows, t_cols, t_vals, chunks, comm, row0, row1,
-                cache_bytes=0, p_rows=None, p_cols=None, p_w=None):
+                cache_bytes=0, p_rows=None, p_cols=None, p_w=None, soft_on_neg=False):
         N = E.shape[0]
         dev = E.device
         Ec = E.to(weight.dtype)
@@ -151,7 +156,9 @@ class ExactSoftmaxFunction(torch.autograd.Function):
                 st = comm.all_reduce_(torch.stack([tsum, tdot]), "sum")
                 tsum, tdot = st[0], st[1]
             lse = m + torch.log(s)  # [N], identical on every rank
-            loss = torch.where(tsum > 0, lse * tsum - tdot, torch.zeros_like(lse))
+            soft_on_neg = bool(soft_on_neg) and dec
+            loss = torch.where(tsum > 0, (neg if soft_on_neg else lse) * tsum - tdot,
+                               torch.zeros_like(lse))
             if dec:
                 # Σ_p w_p · [log(e^{s_p} + Σ_{j∉P} e^{s_j}) − s_p] = Σ_p w_p softplus(neg − s_p)
                 dterm = torch.zeros(N, dtype=torch.float32, device=dev).index_add_(
@@ -171,12 +178,15 @@ class ExactSoftmaxFunction(torch.autograd.Function):
             coef = torch.zeros(N, dtype=torch.float32, device=dev).index_add_(0, p_rows, p_w * sig)
             if comm.distributed:
                 coef = comm.all_reduce_(coef, "sum")
+            if soft_on_neg:  # the soft targets' softmax runs over the negatives too
+                coef = coef + tsum
             ctx.save_for_backward(E, weight, bias, t_rows, t_cols, t_vals, lse, tsum,
                                   p_rows, p_cols, p_w, neg, sig, coef)
             ctx.pstarts = pstarts
         else:
             ctx.save_for_backward(E, weight, bias, t_rows, t_cols, t_vals, lse, tsum)
         ctx.dec = dec
+        ctx.soft_on_neg = soft_on_neg
         ctx.chunks, ctx.comm, ctx.row0, ctx.row1, ctx.starts = chunks, comm, row0, row1, starts
         ctx.keep = keep
         return loss[row0:row1].clone()
@@ -202,7 +212,7 @@ class ExactSoftmaxFunction(torch.autograd.Function):
         db = torch.empty_like(bias) if need_b else None
         scale = 1.0 / comm.world  # DDP convention: gradient of the mean of the ranks' losses
         gs = g * tsum  # weight of the shared softmax: Σ_j t_ij (1 for normalised targets)
-        soft = bool((gs != 0).any())
+        soft = bool((gs != 0).any()) and not ctx.soft_on_neg
         with torch.no_grad():
             for ci, (c0, c1) in enumerate(chunks):
                 if ci in ctx.keep:  # exp(z − m_c) kept by forward; freed once used
@@ -225,16 +235,7 @@ class ExactSoftmaxFunction(torch.autograd.Function):
                 if b > a:
                     r = t_rows[a:b]
                     G.index_put_((r, t_cols[a:b] - c0), -(g[r] * t_vals[a:b]), accumulate=True)
-                Gc = G if weight.dtype == torch.float32 else G.to(weight.dtype)
-                if need_w:
-                    torch.mm(Gc.T, Ec, out=dW[c0:c1])
-                if need_e:
-                    if weight.dtype == torch.float32:
-                        dE.addmm_(Gc, weight[c0:c1])
-                    else:
-                        dE += (Gc @ weight[c0:c1]).float()
-                if need_b:
-                    db[c0:c1] = G.sum(dim=0).to(db.dtype)
+                _chunk_grads(G, Ec, weight, c0, c1, dW, dE, db)
             if scale != 1.0:
                 if need_w:
                     dW.mul_(scale)
@@ -242,7 +243,97 @@ class ExactSoftmaxFunction(torch.autograd.Function):
                     db.mul_(scale)
         if need_e:
             dE = dE.to(E.dtype)
-        return (dE, dW, db) + (None,) * 11
+        return (dE, dW, db) + (None,) * 12
+
+
+def _chunk_grads(G, Ec, weight, c0, c1, dW, dE, db) -> None:
+    """Given ``G = ∂loss/∂z`` of one chunk ``[N, c1 − c0]``: dW[c0:c1] = Gᵀφ, dφ += G W_chunk,
+    db[c0:c1] = Σ_rows G (each skipped when its buffer is None)."""
+    Gc = G if weight.dtype == torch.float32 else G.to(weight.dtype)
+    if dW is not None:
+        torch.mm(Gc.T, Ec, out=dW[c0:c1])
+    if dE is not None:
+        if weight.dtype == torch.float32:
+            dE.addmm_(Gc, weight[c0:c1])
+        else:
+            dE += (Gc @ weight[c0:c1]).float()
+    if db is not None:
+        db[c0:c1] = G.sum(dim=0).to(db.dtype)
+
+
+class ExactOvAFunction(torch.autograd.Function):
+    """Per-row exact one-versus-all (binary logistic) loss over all labels of the table.
+
+    With per-label targets t_ij ∈ [0, 1] (1 on the positives; a teacher's per-label probability
+    when distilling) the loss of row i is
+
+        loss_i = Σ_j [softplus(s_ij) − t_ij s_ij] = Σ_j BCE(σ(s_ij), t_ij)
+
+    summed over all L labels (the OvA reduction of Menon et al. 2019, precision@k-consistent;
+    Renée and the one-vs-all tree/linear methods train this loss). Gradient ∂/∂s_ij = σ(s_ij) −
+    t_ij. Same inputs and chunking as :class:`ExactSoftmaxFunction` (the targets need not sum to
+    anything); across ranks the per-row sums are all-reduced.
+    """
+
+    @staticmethod
+    def forward(ctx, E, weight, bias, t_rows, t_cols, t_vals, chunks, comm, row0, row1):
+        N = E.shape[0]
+        dev = E.device
+        Ec = E.to(weight.dtype)
+        acc = torch.zeros(N, dtype=torch.float32, device=dev)
+        bounds = torch.tensor([c[0] for c in chunks] + [weight.shape[0]], dtype=t_cols.dtype,
+                              device=t_cols.device)
+        starts = torch.searchsorted(t_cols, bounds).tolist()
+        with torch.no_grad():
+            for ci, (c0, c1) in enumerate(chunks):
+                z = _chunk_logits(Ec, weight, bias, c0, c1)
+                a, b = starts[ci], starts[ci + 1]
+                if b > a:
+                    r, c = t_rows[a:b], t_cols[a:b] - c0
+                    acc.index_add_(0, r, -t_vals[a:b] * z[r, c])
+                acc.add_(torch.nn.functional.softplus(z).sum(dim=1))
+            if comm.distributed:
+                acc = comm.all_reduce_(acc, "sum")
+            bad = ~torch.isfinite(acc)
+            if bool(bad.any()):
+                rows = torch.nonzero(bad).flatten()
+                raise FloatingPointError(
+                    f"full_ova_loss: expected a finite loss, got non-finite values in "
+                    f"{rows.numel()} of {N} rows (first: row {int(rows[0])}); the weights or "
+                    f"embeddings hold huge or non-finite values (is the learning rate too high?)")
+        ctx.save_for_backward(E, weight, bias, t_rows, t_cols, t_vals)
+        ctx.chunks, ctx.comm, ctx.row0, ctx.row1, ctx.starts = chunks, comm, row0, row1, starts
+        return acc[row0:row1].clone()
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        E, weight, bias, t_rows, t_cols, t_vals = ctx.saved_tensors
+        comm, starts = ctx.comm, ctx.starts
+        N = E.shape[0]
+        g = torch.zeros(N, dtype=torch.float32, device=E.device)
+        g[ctx.row0:ctx.row1] = grad_loss.float()
+        comm.all_reduce_(g, "sum")
+        need_e, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], (
+            bias is not None and ctx.needs_input_grad[2])
+        Ec = E.to(weight.dtype)
+        dE = torch.zeros(N, E.shape[1], dtype=torch.float32, device=E.device) if need_e else None
+        dW = torch.empty_like(weight) if need_w else None
+        db = torch.empty_like(bias) if need_b else None
+        with torch.no_grad():
+            for ci, (c0, c1) in enumerate(ctx.chunks):
+                G = _chunk_logits(Ec, weight, bias, c0, c1).sigmoid_().mul_(g[:, None])
+                a, b = starts[ci], starts[ci + 1]
+                if b > a:
+                    r = t_rows[a:b]
+                    G.index_put_((r, t_cols[a:b] - c0), -(g[r] * t_vals[a:b]), accumulate=True)
+                _chunk_grads(G, Ec, weight, c0, c1, dW, dE, db)
+            if comm.world != 1:
+                for t in (dW, db):
+                    if t is not None:
+                        t.mul_(1.0 / comm.world)
+        if need_e:
+            dE = dE.to(E.dtype)
+        return (dE, dW, db) + (None,) * 7
 
 
 def _combine_lse_stats(m: torch.Tensor, s: torch.Tensor, comm):

@@ -33,10 +33,20 @@ import torch
 from torch import nn
 
 from xmr.models.distributed import Comm, all_reduce_sum, gather_rows, label_range
-from xmr.models.exact_softmax import (ExactSoftmaxFunction, chunk_bounds, validate_embeddings,
-                                      validate_targets)
+from xmr.models.exact_softmax import (ExactOvAFunction, ExactSoftmaxFunction, chunk_bounds,
+                                      validate_embeddings, validate_targets)
 
 _REDUCTIONS = ("mean", "sum", "none")
+
+
+def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
 _CHUNK_ELEMENTS = 1 << 24  # logits per chunk of the automatic chunk size (64 MiB in fp32)
 
 
@@ -152,7 +162,7 @@ class ShardedLabelTable(nn.Module):
     def full_softmax_loss(self, emb: torch.Tensor, t_indptr, t_ids, t_vals,
                           chunk_size: Optional[int] = None, reduction: str = "mean",
                           cache_bytes: Optional[int] = None, normalized: bool = True,
-                          positives=None) -> torch.Tensor:
+                          positives=None, soft_on_neg: bool = False) -> torch.Tensor:
         """Exact soft-target softmax cross-entropy over all L labels.
 
         loss_i = logsumexp_j s_ij − Σ_j t_ij s_ij (DESIGN.md §4.1), computed chunk by chunk (at
@@ -184,6 +194,8 @@ class ShardedLabelTable(nn.Module):
                 adding the decoupled terms ``p_w · softplus(log Σ_{j∉P} e^{s_j} − s_p)`` of
                 :class:`~xmr.models.exact_softmax.ExactSoftmaxFunction` (the decoupled
                 reduction); ``None``: none.
+            soft_on_neg: with ``positives``, the soft targets compete with the negatives only
+                (the decoupled teacher term; the targets must lie off the positives).
 
         Raises ``ValueError`` on bad input before anything is computed (on every rank in a
         distributed run), ``FloatingPointError`` if the loss is not finite.
@@ -222,18 +234,8 @@ class ShardedLabelTable(nn.Module):
         self.comm.agree_on_error(msg, "full_softmax_loss")
 
         B = emb.shape[0]
-        t_rows = torch.repeat_interleave(torch.arange(B, device=device),
-                                         t_indptr[1:] - t_indptr[:-1])  # row of each target
         comm = self.comm
-        if comm.distributed:
-            sizes = comm.sizes(B, device)
-            row0 = sum(sizes[: comm.rank])
-            E = gather_rows(emb, comm, sizes)  # [N, d]
-            t_rows, _ = comm.all_gather_varlen(t_rows + row0)
-            t_ids, _ = comm.all_gather_varlen(t_ids)
-            t_vals, _ = comm.all_gather_varlen(t_vals)
-        else:
-            row0, E = 0, emb
+        row0, E, t_rows, t_cols, t_vals = self._gather_targets(emb, t_indptr, t_ids, t_vals)
         dec = (None, None, None)
         if positives is not None:
             p_rows = torch.repeat_interleave(torch.arange(B, device=device) + row0,
@@ -248,18 +250,71 @@ class ShardedLabelTable(nn.Module):
             dec = (p_rows[pm][po], p_cols[po], p_w[pm][po])
         if chunk_size is None:
             chunk_size = default_chunk_size(E.shape[0])
+        loss = ExactSoftmaxFunction.apply(
+            E, self.weight, self.bias, t_rows, t_cols, t_vals,
+            chunk_bounds(self.shard_bounds, int(chunk_size)), comm, row0, row0 + B,
+            int(cache_bytes), *dec, bool(soft_on_neg))
+        return _reduce(loss, reduction)
+
+    def _gather_targets(self, emb, t_indptr, t_ids, t_vals):
+        """All ranks' rows and this rank's share of the CSR targets, as coordinate lists sorted
+        by local column: ``(row0, E [N, d], t_rows, t_cols, t_vals)``."""
+        B = emb.shape[0]
+        device = emb.device
+        t_rows = torch.repeat_interleave(torch.arange(B, device=device),
+                                         t_indptr[1:] - t_indptr[:-1])  # row of each target
+        comm = self.comm
+        if comm.distributed:
+            sizes = comm.sizes(B, device)
+            row0 = sum(sizes[: comm.rank])
+            E = gather_rows(emb, comm, sizes)  # [N, d]
+            t_rows, _ = comm.all_gather_varlen(t_rows + row0)
+            t_ids, _ = comm.all_gather_varlen(t_ids)
+            t_vals, _ = comm.all_gather_varlen(t_vals)
+        else:
+            row0, E = 0, emb
         mine = (t_ids >= self.lo) & (t_ids < self.hi)
         t_cols = t_ids[mine] - self.lo
         order = torch.argsort(t_cols, stable=True)
-        loss = ExactSoftmaxFunction.apply(
-            E, self.weight, self.bias, t_rows[mine][order], t_cols[order], t_vals[mine][order],
-            chunk_bounds(self.shard_bounds, int(chunk_size)), comm, row0, row0 + B,
-            int(cache_bytes), *dec)
-        if reduction == "mean":
-            return loss.mean()
-        if reduction == "sum":
-            return loss.sum()
-        return loss
+        return row0, E, t_rows[mine][order], t_cols[order], t_vals[mine][order]
+
+    def full_ova_loss(self, emb: torch.Tensor, t_indptr, t_ids, t_vals,
+                      chunk_size: Optional[int] = None, reduction: str = "mean") -> torch.Tensor:
+        """Exact one-versus-all loss over all L labels: loss_i = Σ_j softplus(s_ij) − t_ij s_ij
+        (:class:`~xmr.models.exact_softmax.ExactOvAFunction`), chunk by chunk as
+        :meth:`full_softmax_loss`.
+
+        ``t_indptr, t_ids, t_vals``: CSR per-label targets in [0, 1] of this rank's rows (1 on
+        the positives, or a mix with a teacher's per-label probabilities); every other label's
+        target is 0. Raises ``ValueError`` on bad input (on every rank), ``FloatingPointError``
+        if the loss is not finite.
+        """
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction: expected one of {list(_REDUCTIONS)}, got {reduction!r}")
+        device = self.weight.device
+        msg = validate_embeddings(emb, self.dim)
+        if msg is None:
+            try:
+                t_indptr = _as_tensor(t_indptr, torch.int64, device, "t_indptr")
+                t_ids = _as_tensor(t_ids, torch.int64, device, "t_ids")
+                t_vals = _as_tensor(t_vals, torch.float32, device, "t_vals")
+            except TypeError as e:
+                msg = e
+        if msg is None:
+            msg = validate_targets(t_indptr, t_ids, t_vals, emb.shape[0], self.num_labels,
+                                   normalized=False)
+        if msg is None and t_vals.numel() and float(t_vals.max()) > 1.0 + 1e-6:
+            p = int(torch.argmax(t_vals))
+            msg = f"t_vals: expected per-label targets in [0, 1], got {float(t_vals[p]):g}"
+        self.comm.agree_on_error(msg, "full_ova_loss")
+        B = emb.shape[0]
+        row0, E, t_rows, t_cols, t_vals = self._gather_targets(emb, t_indptr, t_ids, t_vals)
+        if chunk_size is None:
+            chunk_size = default_chunk_size(E.shape[0])
+        loss = ExactOvAFunction.apply(E, self.weight, self.bias, t_rows, t_cols, t_vals,
+                                      chunk_bounds(self.shard_bounds, int(chunk_size)),
+                                      self.comm, row0, row0 + B)
+        return _reduce(loss, reduction)
 
     # ------------------------------------------------------------ candidates
     def candidate_logits(self, emb: torch.Tensor, cand_ids,

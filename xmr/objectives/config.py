@@ -46,7 +46,21 @@ class LossConfig:
     #: uniform over the positives, one shared softmax; recall@k-consistent), "pal" (one softmax
     #: term of weight 1 per positive; precision@k-consistent) or "decoupled" (DEXML: each
     #: positive's denominator excludes the row's other positives, averaged over the positives)
+    #: or "ova" (one-versus-all: a binary logistic loss per label over all labels or over the
+    #: candidates, sampled negatives importance-weighted by 1/E[count]; precision@k-consistent;
+    #: Renée's and the linear one-vs-all methods' loss; teacher targets are per-label
+    #: probabilities)
     reduction: Optional[str] = None
+    #: with reduction="decoupled": "shared" (the teacher part α·CE(q^t) over one softmax of all
+    #: candidates) or "decoupled" (the teacher's labels compete with the row's negatives only, so
+    #: a teacher label never pushes a true positive down; its mass on a positive joins that
+    #: positive's decoupled term)
+    teacher_term: Optional[str] = None
+    #: weight λ of the GLaS regulariser (Guo et al., NeurIPS 2019, *Breaking the Glass Ceiling
+    #: for Embedding-Based Classifiers for Large Output Spaces*): λ·mean over the batch's positive
+    #: labels S of (⟨w_a, w_b⟩ − ½ C_ab (1/C_aa + 1/C_bb))², C the training label co-occurrence;
+    #: 0 = off. Single process only.
+    glas: Optional[float] = None
 
     def resolved(self) -> "LossConfig":
         """Fill every ``None`` field from the preset; raise on an unknown preset or bad value."""
@@ -71,6 +85,13 @@ class LossConfig:
         if self.reduction not in REDUCTIONS:
             raise ConfigError(f"loss.reduction: expected one of {', '.join(REDUCTIONS)}, "
                               f"got {self.reduction!r}")
+        from xmr.objectives.targets import TEACHER_TERMS
+
+        if self.teacher_term not in TEACHER_TERMS:
+            raise ConfigError(f"loss.teacher_term: expected one of {', '.join(TEACHER_TERMS)}, "
+                              f"got {self.teacher_term!r}")
+        if not self.glas >= 0.0:
+            raise ConfigError(f"loss.glas: expected a weight >= 0, got {self.glas}")
         if self.proposal not in PROPOSALS:
             raise ConfigError(f"unknown proposal {self.proposal!r}; valid: {', '.join(PROPOSALS)}")
         if self.num_random < 0 or self.teacher_k < 0:
@@ -90,6 +111,7 @@ _DEFAULTS = dict(
     preset="softmax", all_labels=False, alpha=0.0, tau_t=1.0, tau_s=1.0, teacher_k=20,
     teacher_negatives=False, mined=False, num_random=0, proposal="unigram", proposal_beta=0.5,
     unique_sampling=True, correct_positives=False, share_columns=True, reduction="decoupled",
+    teacher_term="shared", glas=0.0,
 )
 
 PRESETS = {

@@ -27,7 +27,7 @@ import torch
 
 from xmr.negatives.candidates import MASK_VALUE
 from xmr.objectives.config import LossConfig
-from xmr.objectives.targets import reduction_targets, truncate_rows
+from xmr.objectives.targets import ova_targets, reduction_targets, truncate_rows
 
 Csr = Tuple[np.ndarray, np.ndarray]
 log = logging.getLogger(__name__)
@@ -83,8 +83,11 @@ class UnifiedObjective:
     """
 
     def __init__(self, cfg: LossConfig, num_labels: int, label_counts: Optional[np.ndarray] = None,
-                 seed: int = 0, full_softmax_chunk: int = 65536):
+                 seed: int = 0, full_softmax_chunk: int = 65536, teacher_probabilities: bool = False):
         self.cfg = cfg.resolved()
+        #: the teacher's logits are log-probabilities (tree teachers, ensembles): OvA reads them
+        #: as per-label probabilities
+        self.teacher_probabilities = bool(teacher_probabilities)
         self.num_labels = int(num_labels)
         self.seed = int(seed)
         self.chunk = int(full_softmax_chunk)
@@ -126,17 +129,28 @@ class UnifiedObjective:
         if not cfg.needs_teacher:
             teacher = None
         x = emb / cfg.tau_s if cfg.tau_s != 1.0 else emb
+        if cfg.all_labels and cfg.reduction == "ova":
+            t0 = time.perf_counter()
+            ptr, ids, vals = ova_targets(pos, self.num_labels, teacher, cfg.alpha, cfg.tau_t,
+                                         self.teacher_probabilities)
+            self.timings["assemble"] += time.perf_counter() - t0
+            dev = emb.device
+            loss = table.full_ova_loss(x, torch.from_numpy(ptr).to(dev), torch.from_numpy(ids).to(dev),
+                                       torch.from_numpy(vals).to(dev), chunk_size=self.chunk)
+            return loss, {"num_candidates": self.num_labels}
         if cfg.all_labels:
             t0 = time.perf_counter()
             (ptr, ids, vals), positives, normalized = reduction_targets(
-                pos, self.num_labels, teacher, cfg.alpha, cfg.tau_t, cfg.reduction)
+                pos, self.num_labels, teacher, cfg.alpha, cfg.tau_t, cfg.reduction,
+                cfg.teacher_term)
             self.timings["assemble"] += time.perf_counter() - t0
             dev = emb.device
             if positives is not None:
                 positives = tuple(torch.from_numpy(a).to(dev) for a in positives)
             loss = table.full_softmax_loss(x, torch.from_numpy(ptr).to(dev), torch.from_numpy(ids).to(dev),
                                            torch.from_numpy(vals).to(dev), chunk_size=self.chunk,
-                                           normalized=normalized, positives=positives)
+                                           normalized=normalized, positives=positives,
+                                           soft_on_neg=cfg.teacher_term == "decoupled")
             return loss, {"num_candidates": self.num_labels}
 
         from xmr.negatives.candidates import assemble_batch
@@ -168,15 +182,62 @@ class UnifiedObjective:
         s = table.candidate_logits(x, cand, logit_bias=None)  # [B, C] scores s / tau_s
         if cfg.reduction == "pal-n":
             loss = sparse_candidate_loss(s, batch, dev)
+        elif cfg.reduction == "ova":
+            tgt = ova_targets(pos, self.num_labels, teacher, cfg.alpha, cfg.tau_t,
+                              self.teacher_probabilities)
+            loss = ova_candidate_loss(s, batch, pos[0], tgt)
         else:
             t_len = None if teacher is None else np.diff(np.asarray(teacher[0], dtype=np.int64))
-            loss = reduction_candidate_loss(s, batch, pos[0], t_len, cfg.alpha, cfg.reduction)
+            loss = reduction_candidate_loss(s, batch, pos[0], t_len, cfg.alpha, cfg.reduction,
+                                            teacher_term=cfg.teacher_term)
         return loss, {"num_candidates": int(cand.shape[0])}
+
+
+def ova_candidate_loss(s: torch.Tensor, batch, pos_indptr: np.ndarray, targets,
+                       reduction_mean: str = "mean") -> torch.Tensor:
+    """The one-versus-all reduction on a candidate batch (dense ``B x C`` autograd).
+
+    ``s f32[B, C]``: uncorrected logits of the columns; ``batch``: a
+    :class:`~xmr.negatives.candidates.SparseCandidateBatch`; ``pos_indptr``: the rows' positives
+    (their columns are ``batch.pos_cols``); ``targets``: CSR ``(indptr, ids,
+    vals)`` over global label ids from :func:`~xmr.objectives.targets.ova_targets`. Each visible
+    cell (r, c) weighs ``ω_rc = exp(bias_rc)``: 1 on deterministic cells (P, T, H and
+    shared columns), 1/E[count_c] on a sampled column (its bias is −log E[count]; the
+    Horvitz–Thompson weight that makes Σ_R ω softplus(s) estimate the sum over the labels the
+    proposal covers), 0 on masked cells; the row's own positives weigh 1 always. The row's loss
+    is ``Σ_c ω_rc [softplus(s_rc) − t_rc s_rc]``, with t_rc the target of the column's label
+    (0 for labels without one; a target on a label outside the candidates is dropped).
+    """
+    dev = s.device
+    B, C = s.shape
+    dense = batch.to_dense()
+    bias = torch.from_numpy(dense.logit_bias).to(dev)
+    w = torch.exp(bias)  # 1 (deterministic), 1/E[count] (sampled), 0 (masked: bias −1e9)
+    t_ptr, t_ids, t_vals = targets
+    t_rows = np.repeat(np.arange(B), np.diff(t_ptr))
+    order = np.argsort(batch.cand_ids, kind="stable")
+    sorted_ids = batch.cand_ids[order]
+    at = np.searchsorted(sorted_ids, t_ids)
+    at = np.minimum(at, max(C - 1, 0))
+    found = (sorted_ids[at] == t_ids) if C else np.zeros(t_ids.shape, bool)
+    T = torch.zeros(B, C, dtype=torch.float32, device=dev)
+    if found.any():
+        T[torch.from_numpy(t_rows[found]).to(dev), torch.from_numpy(order[at[found]]).to(dev)] = \
+            torch.from_numpy(t_vals[found]).to(dev)
+    pos_rows = np.repeat(np.arange(B), np.diff(np.asarray(pos_indptr, dtype=np.int64)))
+    w[torch.from_numpy(pos_rows).to(dev), torch.from_numpy(batch.pos_cols).to(dev)] = 1.0
+    z = s.float()
+    loss = (w * (torch.nn.functional.softplus(z) - T * z)).sum(1)
+    if reduction_mean == "none":
+        return loss
+    if reduction_mean == "sum":
+        return loss.sum()
+    return loss.mean()
 
 
 def reduction_candidate_loss(s: torch.Tensor, batch, pos_indptr: np.ndarray,
                              teacher_len: Optional[np.ndarray], alpha: float, reduction: str,
-                             reduction_mean: str = "mean") -> torch.Tensor:
+                             reduction_mean: str = "mean", teacher_term: str = "shared") -> torch.Tensor:
     """The ``pal`` and ``decoupled`` reductions on a candidate batch (dense ``B x C`` autograd).
 
     ``s f32[B, C]``: uncorrected logits of the columns; ``batch``: a
@@ -190,8 +251,10 @@ def reduction_candidate_loss(s: torch.Tensor, batch, pos_indptr: np.ndarray,
     * decoupled: (1 − α)/|P|·Σ_p softplus(neg_r − z_p) + α·[LSE_r − Σ_j q_j z_j], neg_r the LSE
       over the row's visible cells other than its positives;
 
-    with α = 0 on rows without teacher entries and α = 1 on rows without positives. The values
-    equal :func:`unified_loss_reference`-style dense references (tests pin values and gradients).
+    with α = 0 on rows without teacher entries and α = 1 on rows without positives. With
+    ``teacher_term="decoupled"`` (decoupled only) the teacher part is α·Σ_{j∉P} q_j [neg_r − z_j]
+    and its mass on a positive joins that positive's weight (split between duplicated copies).
+    The values equal dense references (tests pin values and gradients).
     """
     dev = s.device
     B, C = s.shape
@@ -217,6 +280,14 @@ def reduction_candidate_loss(s: torch.Tensor, batch, pos_indptr: np.ndarray,
         mask = torch.zeros(B, C, dtype=torch.bool, device=dev)
         mask[pr, pc] = True
         neg = torch.logsumexp(z.masked_fill(mask, float(MASK_VALUE)), dim=1)
+        if teacher_term == "decoupled":
+            # the teacher's mass on a positive joins its decoupled term; the rest competes
+            # with the negatives only
+            copies = torch.zeros(B, C, device=dev).index_put_((pr, pc), torch.ones_like(w),
+                                                             accumulate=True)
+            w = w + Q[pr, pc] / copies[pr, pc]
+            Qn = Q.masked_fill(mask, 0.0)
+            loss = neg * Qn.sum(1) - (Qn * z).sum(1)
         loss = loss.index_add(0, pr, w * torch.nn.functional.softplus(neg[pr] - zp))
     if reduction_mean == "none":
         return loss

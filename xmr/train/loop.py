@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from xmr.errors import ConfigError
 from xmr.train.config import TrainConfig
 from xmr.train.model import XMRModel
 from xmr.utils.atomic import atomic_dir, load_torch
@@ -224,8 +225,18 @@ class Trainer:
         self._base_lrs = [[g["lr"] for g in o.param_groups] for o in self._all_optimizers()]
         self.total_steps = 0  # set by fit (the schedule's horizon)
         counts = np.asarray(self.Y[self.train_rows].sum(0)).ravel().astype(np.int64)
+        t_probs = bool(teacher is not None and teacher.meta.get("probabilities"))
         self.objective = UnifiedObjective(self.loss_cfg, self.num_labels, label_counts=counts,
-                                          seed=cfg.seed, full_softmax_chunk=cfg.optim.full_softmax_chunk)
+                                          seed=cfg.seed, full_softmax_chunk=cfg.optim.full_softmax_chunk,
+                                          teacher_probabilities=t_probs)
+        self.glas = None
+        if self.loss_cfg.glas > 0:
+            if self.world > 1:
+                raise ConfigError("loss.glas: the GLaS regulariser runs in a single process only "
+                                  f"(this run has {self.world} ranks); set loss.glas=0")
+            from xmr.objectives.glas import GlasRegularizer
+
+            self.glas = GlasRegularizer(self.Y[self.train_rows], self.loss_cfg.glas)
         self.miner = None
         if self.loss_cfg.mined and not self.loss_cfg.all_labels:
             from xmr.negatives.miner import HardNegativeMiner
@@ -397,6 +408,8 @@ class Trainer:
             self.time_mining += time.perf_counter() - t0
         self._set_learning_rates()
         loss, _ = self.objective(emb, self.model.label_table, pos, teacher, mined, step=self.step)
+        if self.glas is not None:
+            loss = loss + self.glas(self.model.label_table, pos[1])
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.step}; "
                                      "lower the learning rates or check the inputs")
