@@ -57,13 +57,24 @@ RUNS = {
     "distill tree a=0.75 dec-term": ("tree", {"loss.preset": "distill", "loss.alpha": 0.75,
                                               "loss.teacher_term": "decoupled"}),
     # one-versus-all over all labels, alone and with the tree's per-label probabilities
-    "ova": (None, {"loss.reduction": "ova"}),
+    "ova": (None, {"loss.reduction": "ova", "model.label_bias": True}),
     "distill tree a=0.5 ova": ("tree", {"loss.preset": "distill", "loss.alpha": 0.5,
-                                        "loss.reduction": "ova"}),
+                                        "loss.reduction": "ova", "model.label_bias": True}),
     # the GLaS label-table regulariser on the plain student
     "softmax glas=0.1": (None, {"loss.glas": 0.1}),
     "softmax glas=1": (None, {"loss.glas": 1.0}),
     # more epochs for distilled students (the a=0.5 student was still rising at epoch 8)
+    # a sharper tree teacher (τ_t < 1) with the decoupled teacher term
+    "distill tree a=0.5 dec-term tau=0.5": ("tree", {"loss.preset": "distill", "loss.alpha": 0.5,
+                                                     "loss.teacher_term": "decoupled",
+                                                     "loss.tau_t": 0.5}),
+    "distill tree a=0.75 dec-term tau=0.5": ("tree", {"loss.preset": "distill", "loss.alpha": 0.75,
+                                                      "loss.teacher_term": "decoupled",
+                                                      "loss.tau_t": 0.5}),
+    "distill tree a=0.5 dec-term tau=0.25": ("tree", {"loss.preset": "distill", "loss.alpha": 0.5,
+                                                      "loss.teacher_term": "decoupled",
+                                                      "loss.tau_t": 0.25}),
+    "softmax 12ep": (None, {"optim.epochs": 12}),
     "distill tree a=0.5 dec-term 12ep": ("tree", {"loss.preset": "distill", "loss.alpha": 0.5,
                                                   "loss.teacher_term": "decoupled",
                                                   "optim.epochs": 12}),
@@ -134,6 +145,23 @@ def main(argv=None):
     names = args.only or list(RUNS)
     t_start = time.perf_counter()
     teachers, runs = {}, []
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists():  # resume: keep the runs already measured
+        import json
+
+        runs = json.loads(out.read_text())["results"]["runs"]
+        done = {r["name"] for r in runs}
+        names = [n for n in names if n not in done]
+
+    def save():
+        return write_result("tune_teacher" if not args.quick else "tune_teacher_quick",
+                            {"dataset": "debian-deps", "split": "training points of the seeded "
+                             "80/20 split; 10 % of them (split_valid, seed 0) as validation; "
+                             "teachers cross-fitted on the other 90 % only; test never read",
+                             "base": base_config(args.quick).to_dict(), "folds": args.folds,
+                             "threads": args.threads},
+                            {"runs": runs, "seconds": time.perf_counter() - t_start}, path=out)
+
     for name in names:
         kind, sets = RUNS[name]
         if kind is not None and kind not in teachers:
@@ -158,14 +186,7 @@ def main(argv=None):
         print(f"{name}: valid P@1={r['valid_P@1']:.4f} P@5={r['valid_P@5']:.4f} "
               f"PSP@1={r['valid_PSP@1']:.4f} (epoch {r['best_epoch']}/{r['epochs_run']}, "
               f"{r['train_s']:.0f} s)", flush=True)
-    path = write_result("tune_teacher" if not args.quick else "tune_teacher_quick",
-                        {"dataset": "debian-deps", "split": "training points of the seeded 80/20 "
-                         "split; 10 % of them (split_valid, seed 0) as validation; teachers "
-                         "cross-fitted on the other 90 % only; test never read",
-                         "base": base_config(args.quick).to_dict(), "folds": args.folds,
-                         "threads": args.threads},
-                        {"runs": runs, "seconds": time.perf_counter() - t_start},
-                        path=args.out)
+        path = save()  # after every run: an interrupted search keeps what it measured
     print(f"wrote {path}")
 
 

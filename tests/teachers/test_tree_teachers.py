@@ -96,6 +96,24 @@ def test_report_prefers_the_better_teacher():
     assert 0.0 <= g["ece"] <= 1.0 and b["ece"] > g["ece"]
 
 
+def test_calibrated_temperature_sharpens_an_underconfident_teacher_and_softens_an_overconfident_one():
+    from xmr.teachers.report import calibrate_temperature
+
+    n = 40
+    Y = sp.csr_matrix((np.ones(n, np.float32), (np.arange(n), np.zeros(n, int))), shape=(n, 6))
+    # always right, but flat: top-1 confidence ~0.3 at τ = 1 against a hit rate of 1
+    flat = _store([[(0, 0.3), (1, 0.0), (2, 0.0), (3, 0.0)] for _ in range(n)])
+    # right half the time, and sure of it: confidence ~0.98 against a hit rate of 0.5
+    sharp = _store([[(0, 5.0), (1, 0.0)] if i % 2 else [(1, 5.0), (0, 0.0)] for i in range(n)])
+    cf, cs = calibrate_temperature(flat, Y), calibrate_temperature(sharp, Y)
+    assert cf["tau"] == 0.25 and cs["tau"] == 2.0
+    assert [e["tau"] for e in cf["grid"]] == [0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0]
+    ece = {e["tau"]: e["ece"] for e in cf["grid"]}
+    assert ece[0.25] < ece[1.0]
+    with pytest.raises(ValueError, match=r"grid: expected positive temperatures, got \[1.0, 0.0\]"):
+        calibrate_temperature(flat, Y, grid=(1.0, 0.0))
+
+
 def test_cli_combine(tmp_path, capsys):
     from xmr.cli.main import main
 
@@ -107,3 +125,26 @@ def test_cli_combine(tmp_path, capsys):
     assert main(["teacher", "combine", str(a), str(b), "--weights", "1", "--out",
                  str(tmp_path / "f")]) == 1
     assert "--weights: expected 2 values (one per store), got 1" in capsys.readouterr().err
+
+
+def test_cli_report_calibrate(tmp_path, capsys):
+    """`xmr teacher report --calibrate` on a user's TSV folder prints the τ grid and the pick."""
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "data"))
+    from _own_data import tsv_folder
+
+    from xmr.cli.main import main
+    from xmr.data.loaders import load_dataset
+
+    folder = tsv_folder(tmp_path / "own", n=60)
+    ds = load_dataset(str(folder), root=str(tmp_path / "root"))
+    n, L = ds.Y_trn.shape
+    Y = ds.Y_trn.tocsr()
+    rows = [[(int(Y.indices[Y.indptr[i]]), 0.3), (int((Y.indices[Y.indptr[i]] + 1) % L), 0.0)]
+            for i in range(n)]
+    st = _store(rows, L=L).save(tmp_path / "t")
+    assert main(["teacher", "report", str(st), "--dataset", str(folder), "--root",
+                 str(tmp_path / "root"), "--calibrate"]) == 0
+    out = capsys.readouterr().out
+    assert "τ_t by out-of-fold ECE: 0.25:" in out and "-> loss.tau_t=0.25" in out

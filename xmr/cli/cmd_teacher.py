@@ -84,6 +84,8 @@ def register(p) -> None:
     r.add_argument("stores", nargs="+")
     add_dataset_args(r, split=False)
     r.add_argument("--tau", type=float, default=1.0)
+    r.add_argument("--calibrate", action="store_true",
+                   help="also fit τ_t (lowest out-of-fold ECE over a grid; use it as loss.tau_t)")
     r.add_argument("--json", action="store_true", help="print JSON instead of a table")
     r.set_defaults(func=run_report)
     p.set_defaults(func=lambda args: p.print_help() or 2)
@@ -222,7 +224,12 @@ def run_report(args) -> int:
     ds = load_from_config(data_config(args))
     rows = {}
     for s in args.stores:
-        rows[s] = teacher_report(TeacherStore.load(s), ds.Y_trn, tau=args.tau)
+        st = TeacherStore.load(s)
+        rows[s] = teacher_report(st, ds.Y_trn, tau=args.tau)
+        if args.calibrate:
+            from xmr.teachers.report import calibrate_temperature
+
+            rows[s]["calibrated"] = calibrate_temperature(st, ds.Y_trn)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -230,4 +237,8 @@ def run_report(args) -> int:
     for s, r in rows.items():
         print(f"{s:<40s} {r['log_loss']:>9.3f} {r['ece']:>7.3f} {r['top_k_recall']:>9.3f} "
               f"{r['P@1']:>7.3f} {r['P@5']:>7.3f}  {'yes' if r['out_of_fold'] else 'NO (optimistic)'}")
+        if "calibrated" in r:
+            c = r["calibrated"]
+            print("    τ_t by out-of-fold ECE: " + ", ".join(
+                f"{e['tau']:g}: {e['ece']:.3f}" for e in c["grid"]) + f"  -> loss.tau_t={c['tau']:g}")
     return 0

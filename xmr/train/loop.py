@@ -225,6 +225,14 @@ class Trainer:
         self._base_lrs = [[g["lr"] for g in o.param_groups] for o in self._all_optimizers()]
         self.total_steps = 0  # set by fit (the schedule's horizon)
         counts = np.asarray(self.Y[self.train_rows].sum(0)).ravel().astype(np.int64)
+        table = self.model.label_table
+        if self.loss_cfg.reduction == "ova" and table.bias is not None:
+            # prior initialisation (Lin et al. 2017, *Focal loss*, §4.1): each label's sigmoid
+            # starts at its training frequency instead of 0.5, so the first steps do not spend
+            # themselves pushing L − |P| labels down
+            prior = (counts + 0.5) / (len(self.train_rows) + 1.0)
+            with torch.no_grad():
+                table.bias.copy_(torch.from_numpy(np.log(prior / (1 - prior))[table.lo:table.hi]))
         t_probs = bool(teacher is not None and teacher.meta.get("probabilities"))
         self.objective = UnifiedObjective(self.loss_cfg, self.num_labels, label_counts=counts,
                                           seed=cfg.seed, full_softmax_chunk=cfg.optim.full_softmax_chunk,
