@@ -114,7 +114,7 @@ def main(argv=None):
             ["data.valid_fraction=0.05", "eval_every=1", "early_stopping_patience=2"]
             if not args.quick else [])
         from xmr.teachers.combine import combine_stores
-        from xmr.teachers.report import teacher_report
+        from xmr.teachers.report import calibrate_temperature, teacher_report
         from xmr.teachers.store import TeacherStore, from_topk
 
         # --- teachers, each cross-fitted on the same folds (every training point scored by a
@@ -154,8 +154,11 @@ def main(argv=None):
             st = TeacherStore.load(path)
             reports[name] = teacher_report(st, ds.Y_trn)
             reports[name]["fit_seconds"] = st.meta.get("fit_seconds")
+            # τ_t for the students: temperature scaling on the same out-of-fold points
+            reports[name]["calibration"] = calibrate_temperature(st, ds.Y_trn)
             print(f"teacher {name:<9s} out-of-fold log-loss={reports[name]['log_loss']:.3f} "
-                  f"ECE={reports[name]['ece']:.3f} P@1={reports[name]['P@1']:.3f}", flush=True)
+                  f"ECE={reports[name]['ece']:.3f} P@1={reports[name]['P@1']:.3f} "
+                  f"calibrated tau_t={reports[name]['calibration']['tau']:g}", flush=True)
         # the paper's criterion picks the teacher: lowest out-of-fold log-loss (training points only)
         best_t = min(reports, key=lambda n: reports[n]["log_loss"])
 
@@ -164,7 +167,8 @@ def main(argv=None):
             cmd = worker + [preset, str(out), "--name", name] + sum(
                 (["--set", o] for o in recipe + list(extra)), []) + common
             if teacher is not None:
-                cmd += ["--teacher-store", str(teachers[teacher])]
+                cmd += ["--teacher-store", str(teachers[teacher]), "--set",
+                        f"loss.tau_t={reports[teacher]['calibration']['tau']}"]
             subprocess.run(cmd, env=env, check=True)
             record(out, {"role": "student", "teacher": teacher})
 

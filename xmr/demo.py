@@ -38,7 +38,9 @@ class DemoSettings:
     teacher_dim: int = 96  #: the neural teacher's d
     teacher_k: int = 32
     teacher_folds: int = 3  #: cross-fitting folds (1: the teacher scores its own training points)
-    tau_t: float = 1.0  #: teacher temperature of the distilling students
+    #: teacher temperature of the distilling students; None: calibrated on the teacher's
+    #: out-of-fold training points (lowest ECE, :func:`xmr.teachers.report.calibrate_temperature`)
+    tau_t: Optional[float] = None
     batch_size: int = 256
     presets: tuple = STUDENT_PRESETS
     baselines_only: bool = False
@@ -134,11 +136,13 @@ def run_demo(settings: DemoSettings, workdir: Optional[Path] = None, progress: b
             cfg.optim.batch_size = settings.batch_size
             cfg.loss.preset = preset
             cfg.loss.teacher_k = settings.teacher_k
-            cfg.loss.tau_t = settings.tau_t
+            if tau_t is not None:
+                cfg.loss.tau_t = tau_t
             cfg.data.valid_fraction = 0.05 if settings.student_epochs > 1 else 0.0
             cfg.early_stopping_patience = 1
             return cfg
 
+        tau_t = None  # the neural teacher's own folds train without a teacher
         kind = settings.teacher
         if kind == "auto":
             kind = "tree" if importlib.util.find_spec("omikuji") is not None else "neural"
@@ -167,12 +171,17 @@ def run_demo(settings: DemoSettings, workdir: Optional[Path] = None, progress: b
         from xmr.teachers.report import teacher_report
 
         rep = teacher_report(store, ds.Y_trn)
+        tau_t = settings.tau_t
+        if tau_t is None:
+            from xmr.teachers.report import calibrate_temperature
+
+            tau_t = calibrate_temperature(store, ds.Y_trn)["tau"]
         rows.append(_row(t_name + " [train points]", {"P@1": rep["P@1"], "P@5": rep["P@5"]},
                          teacher_s, None))
-        rows[-1].update(log_loss=rep["log_loss"], ece=rep["ece"])
+        rows[-1].update(log_loss=rep["log_loss"], ece=rep["ece"], tau_t=tau_t)
         if progress:
             print(f"  {t_name}: out-of-fold P@1={rep['P@1']:.3f} log-loss={rep['log_loss']:.3f} "
-                  f"ECE={rep['ece']:.3f} ({teacher_s:.0f} s)", flush=True)
+                  f"ECE={rep['ece']:.3f}, students' tau_t={tau_t:g} ({teacher_s:.0f} s)", flush=True)
         store_dir = store.save(work / "teacher_store")
 
         # --- students, same size and epoch budget, one per preset

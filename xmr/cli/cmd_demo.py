@@ -31,7 +31,9 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-folds", type=int, default=None,
                    help="cross-fit the teacher: scores of each training point come from a teacher "
                         "trained on the other folds")
-    p.add_argument("--tau-t", type=float, default=None, help="teacher temperature for the students")
+    p.add_argument("--tau-t", type=float, default=None,
+                   help="teacher temperature for the students (default: calibrated on the "
+                        "teacher's out-of-fold training points, lowest ECE)")
     p.add_argument("--teacher", choices=("auto", "tree", "neural"), default=None,
                    help="teacher kind (default auto: omikuji trees if installed, else neural)")
     p.add_argument("--threads", type=int, default=None, help="torch and tree threads")
