@@ -6,10 +6,10 @@ import torch
 
 from xmr.eval import evaluate
 from xmr.eval.baselines import popularity
+from xmr.models import XMRModel
 from xmr.teachers.store import TeacherStore, from_topk
 from xmr.train.config import TrainConfig
 from xmr.train.loop import Trainer
-from xmr.train.model import XMRModel
 
 
 def _cfg(preset, epochs=3, **loss):

@@ -27,7 +27,7 @@ import torch
 
 from xmr.errors import ConfigError
 from xmr.train.config import TrainConfig
-from xmr.train.model import XMRModel
+from xmr.models.xmr_model import XMRModel
 from xmr.utils.atomic import atomic_dir, load_torch
 
 log = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        from xmr.train.model import resolve_device
+        from xmr.models.xmr_model import resolve_device
 
         self.device = resolve_device(cfg.device)
         self.model = XMRModel(self.X.shape[1], self.num_labels, cfg.model,

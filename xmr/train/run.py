@@ -28,7 +28,7 @@ class RunResult:
     """What :func:`run_training` returns.
 
     ``summary`` is the JSON-able dict ``xmr train`` prints (model path, timings, ``test``
-    metrics); ``model`` the fitted :class:`xmr.train.model.XMRModel`; ``dataset`` the
+    metrics); ``model`` the fitted :class:`xmr.models.XMRModel`; ``dataset`` the
     :class:`xmr.data.dataset.XMCDataset` it was trained on; ``model_dir`` ``OUT/model`` (None
     without ``out``).
     """
