@@ -16,7 +16,7 @@ Model parallelism: pass ``process_group`` (e.g. ``torch.distributed.group.WORLD`
 rank owns ``[lo, hi)`` of the labels; all methods are then collective (every rank must call them
 in the same order) and give each rank the results for its own rows. ``process_group=None`` means
 a single process holding all labels, even if torch.distributed is initialised. Gradients follow
-DDP's convention (see :mod:`xmr.models.distributed`). The table's collectives and DDP's may
+DDP's convention (see :mod:`xmr.distributed`). The table's collectives and DDP's may
 share a group (both are issued in the same order on every rank); a group of its own
 (``torch.distributed.new_group()``) keeps them apart.
 
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xmr.models.distributed import Comm, all_reduce_sum, gather_rows, label_range
+from xmr.distributed import Comm, all_reduce_sum, gather_rows, label_range
 from xmr.models.exact_softmax import (ExactOvAFunction, ExactSoftmaxFunction, chunk_bounds,
                                       validate_embeddings, validate_targets)
 

@@ -74,9 +74,9 @@ def run_training(cfg, out=None, resume: bool = False, *, dataset=None, progress:
     """
     cfg.loss.resolved()  # fail early on a bad loss config
     from xmr.data.loaders import load_from_config
+    from xmr.distributed import init_from_env, rank_of
     from xmr.eval.model_eval import evaluate_model
     from xmr.eval.propensity import inverse_propensity
-    from xmr.train.distributed import init_from_env, rank_of
     from xmr.train.loop import Trainer
 
     if resume and out is None:
