@@ -84,6 +84,32 @@ def test_saved_model_round_trip(planted, tmp_path):
     np.testing.assert_allclose(s1, s2)
 
 
+def test_trainer_model_starts_from_the_seeded_model(planted):
+    """The trainer seeds torch's global RNG with cfg.seed and builds the model unseeded; that is
+    the same initial model as ``XMRModel(..., seed=cfg.seed)``, which leaves the RNG alone."""
+    X, Y = planted
+    cfg = _cfg("softmax", epochs=1)
+    tr = Trainer(cfg, X, Y, progress=False)
+    ref = XMRModel(X.shape[1], Y.shape[1], cfg.model, seed=cfg.seed)
+    for k, v in ref.state_dict().items():
+        assert torch.equal(tr.model.state_dict()[k], v), k
+
+
+def test_run_training_restores_the_thread_count(planted):
+    """``cfg.threads`` applies to the run only: the trainer sets it, run_training restores it."""
+    from xmr.data.dataset import XMCDataset
+    from xmr.train.run import run_training
+
+    X, Y = planted
+    before = torch.get_num_threads()
+    cfg = _cfg("softmax", epochs=1)
+    cfg.threads = 1 if before != 1 else 2
+    ds = XMCDataset("planted", X[:300], Y[:300], X[300:], Y[300:])
+    res = run_training(cfg, dataset=ds, progress=False)
+    assert torch.get_num_threads() == before
+    assert res.summary["test"]["P@1"] > 0
+
+
 def test_teacher_presets_need_a_store(planted):
     X, Y = planted
     with pytest.raises(ValueError, match="loss preset 'distill' needs a teacher store"):
