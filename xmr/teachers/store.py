@@ -22,7 +22,7 @@ import numpy as np
 import xmr
 from xmr.errors import FormatError, MetadataMismatchError
 from xmr.utils.atomic import atomic_dir
-from xmr.utils.validation import FLOAT16_MAX
+from xmr.utils.validation import FLOAT16_MAX, check_int
 
 FORMAT = "xmr-teacher-store"
 FORMAT_VERSION = 1  #: what :meth:`TeacherStore.save` writes; :meth:`~TeacherStore.load` reads <= this
@@ -202,8 +202,7 @@ def from_scores_csr(scores, k: int, meta: Optional[dict] = None) -> TeacherStore
     top ``k`` entries of each row."""
     import scipy.sparse as sp
 
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k: expected an integer >= 1, got {k!r}")
+    k = check_int("k", k, 1)
     S = sp.csr_matrix(scores)
     n, L = S.shape
     ids = np.full((n, k), -1, dtype=np.int64)

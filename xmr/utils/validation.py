@@ -1,8 +1,11 @@
 """Shared validation at xmr's boundaries: config values, JSON files, sparse matrices, ids, paths.
 
 One message style everywhere — ``KEY: expected X, got Y`` — raised as the project's error
-classes (:class:`~xmr.errors.ConfigError` for configuration values,
-:class:`~xmr.errors.FormatError` for files), so the CLI prints each as one line.
+classes (:class:`~xmr.errors.ConfigError`, a ``ValueError``, for configuration values and
+function arguments alike; :class:`~xmr.errors.FormatError` for files), so the CLI prints each as
+one line. :func:`check_int` and :func:`check_number` are the one copy of "an integer in range,
+not a bool" and "a finite number in range": library functions validate their arguments with
+them instead of re-writing the test and its message.
 """
 
 from __future__ import annotations
@@ -38,9 +41,15 @@ def _fail(key: str, expected: str, got: Any):
     raise ConfigError(f"{key}: expected {expected}, got {got!r}")
 
 
-def check_int(key: str, value: Any, lo: Optional[int] = None, hi: Optional[int] = None) -> int:
-    """``value`` as an int in ``[lo, hi]`` (either bound optional) or :class:`ConfigError`."""
-    want = "an integer" + _bounds(lo, hi, False, False)
+def check_int(key: str, value: Any, lo: Optional[int] = None, hi: Optional[int] = None, *,
+              allow_none: bool = False) -> Optional[int]:
+    """``value`` as an int in ``[lo, hi]`` (either bound optional) or :class:`ConfigError`
+    ``KEY: expected an integer >= lo, got value`` (``in [lo, hi]``, ``<= hi``). A bool is not an
+    integer here; numpy integers are. With ``allow_none``, ``None`` is returned as is (the
+    message then says ``... or None``)."""
+    want = "an integer" + _bounds(lo, hi, False, False) + (" or None" if allow_none else "")
+    if value is None and allow_none:
+        return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         _fail(key, want, value)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
@@ -50,7 +59,9 @@ def check_int(key: str, value: Any, lo: Optional[int] = None, hi: Optional[int] 
 
 def check_number(key: str, value: Any, lo: Optional[float] = None, hi: Optional[float] = None,
                  lo_open: bool = False, hi_open: bool = False) -> float:
-    """``value`` as a finite float within the bounds (open or closed) or :class:`ConfigError`."""
+    """``value`` as a finite float within the bounds (open or closed) or :class:`ConfigError`
+    ``KEY: expected a finite number >= lo, got value`` (``> lo`` when ``lo_open``, ``in [lo,
+    hi)``, ...). A bool is not a number here."""
     want = "a finite number" + _bounds(lo, hi, lo_open, hi_open)
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
         _fail(key, want, value)
