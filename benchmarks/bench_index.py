@@ -115,7 +115,7 @@ def main(argv=None) -> int:
 
         threads = faiss.omp_get_max_threads()
         if args.model:
-            from xmr.cli.cmd_index import load_label_table
+            from xmr.models.xmr_model import load_label_table
 
             W = np.ascontiguousarray(load_label_table(args.model), dtype=np.float32)
             if args.model_queries:

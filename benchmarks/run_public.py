@@ -114,7 +114,7 @@ def evaluate_model(model_dir: Path, ds, inv_prop) -> dict:
     import numpy as np
 
     from xmr.eval import evaluate
-    from xmr.train.model import XMRModel
+    from xmr.models import XMRModel
 
     model = XMRModel.load(model_dir, expect_num_labels=ds.num_labels,
                           expect_num_features=ds.num_features)

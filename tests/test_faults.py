@@ -32,15 +32,14 @@ def _partial_then_enospc(*args, **kwargs):
 
 
 def _model(tmp_path, seed):
-    from xmr.train.config import ModelConfig
-    from xmr.train.model import XMRModel
+    from xmr.models import ModelConfig, XMRModel
 
     torch.manual_seed(seed)
     return XMRModel(20, 7, ModelConfig(dim=4))
 
 
 def test_model_save_on_a_full_disk_keeps_the_old_model(tmp_path, monkeypatch):
-    from xmr.train.model import XMRModel
+    from xmr.models import XMRModel
 
     old = _model(tmp_path, 0)
     old.save(tmp_path / "m")
@@ -121,7 +120,7 @@ def test_cli_index_build_fault_is_one_line_and_keeps_the_old_index(tmp_path, mon
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores folder permissions")
 def test_a_real_read_only_folder_keeps_the_old_model(tmp_path):
-    from xmr.train.model import XMRModel
+    from xmr.models import XMRModel
 
     old = _model(tmp_path, 0)
     old.save(tmp_path / "ro" / "m")

@@ -11,7 +11,7 @@ expected and what came.
 ``train(cfg, data, out)``   :func:`xmr.train.run.run_training` → ``RunResult`` (``.model``, ``.summary``)
 ``export_teacher(data)``    cross-fitted teacher store (:mod:`xmr.teachers.export`)
 ``evaluate(model, data)``   P@k, nDCG@k, PSP@k … with the filter-pairs rule (:mod:`xmr.eval.model_eval`)
-``load_model(path)``        a saved :class:`~xmr.train.model.XMRModel` (``.predict(X, k)``)
+``load_model(path)``        a saved :class:`~xmr.models.XMRModel` (``.predict(X, k)``)
 ``load_predictor(path)``    a model trained on text, predicting label names for raw text
 ``build_index(model)``      a FAISS :class:`~xmr.negatives.index.LabelIndex` over the label table
 ``embed(model, X)``         query embeddings ``f32[n, d]`` for ``index.search``
@@ -100,8 +100,8 @@ def export_teacher(dataset=None, config=None, *, k: int = 32, folds: int = 5,
 
 
 def load_model(path, device: str = "cpu"):
-    """A saved model folder (``OUT/model``) → :class:`xmr.train.model.XMRModel`."""
-    from xmr.train.model import XMRModel
+    """A saved model folder (``OUT/model``) → :class:`xmr.models.XMRModel`."""
+    from xmr.models.xmr_model import XMRModel
 
     return XMRModel.load(path, device=device)
 
@@ -151,7 +151,7 @@ def build_index(model, factory: str = "HNSW32", metric: str = "ip", **params):
     from xmr.negatives.index import LabelIndex
 
     if isinstance(model, (str, os.PathLike)):
-        from xmr.cli.cmd_index import load_label_table
+        from xmr.models.xmr_model import load_label_table
 
         emb = load_label_table(model)
     else:

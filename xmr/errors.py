@@ -45,7 +45,8 @@ class MetadataMismatchError(XMRError, ValueError):
 
 
 class ConfigError(XMRError, ValueError):
-    """A configuration value or key is invalid (unknown key, wrong type, unknown preset)."""
+    """A configuration value or key, or a function argument, is invalid (unknown key, wrong type,
+    out of range, unknown preset)."""
 
 
 class CheckpointError(XMRError, ValueError):

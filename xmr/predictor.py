@@ -20,7 +20,7 @@ from xmr.errors import FormatError, MetadataMismatchError
 
 
 class TextPredictor:
-    """An :class:`xmr.train.model.XMRModel` with its vectorizer and label names."""
+    """An :class:`xmr.models.XMRModel` with its vectorizer and label names."""
 
     def __init__(self, model, vectorizer, label_names: Sequence[str]):
         if vectorizer.num_features != model.num_features:
@@ -36,7 +36,7 @@ class TextPredictor:
     @classmethod
     def load(cls, model_dir, device: str = "cpu") -> "TextPredictor":
         from xmr.data.text import TextVectorizer
-        from xmr.train.model import XMRModel
+        from xmr.models.xmr_model import XMRModel
 
         model_dir = Path(model_dir)
         vdir, names = model_dir / "vectorizer", model_dir / "labels.txt"

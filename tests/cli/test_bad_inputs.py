@@ -44,9 +44,8 @@ def fx(tmp_path_factory):
 
     from xmr.data.prepare import _write_layout
     from xmr.data.registry import get_dataset
+    from xmr.models import ModelConfig, XMRModel
     from xmr.teachers.store import from_topk
-    from xmr.train.config import ModelConfig
-    from xmr.train.model import XMRModel
 
     base = tmp_path_factory.mktemp("valid")
     rng = np.random.RandomState(0)

@@ -403,7 +403,7 @@ def formats():
 
 
 def test_prepare_through_cli_url_override_round_trips(server, tmp_path, eurlex_mini, capsys, formats):
-    from xmr.data.registry import load_prepared
+    from xmr.data.prepare import load_prepared
 
     archive, (Xtr, Ytr, Xte, Yte) = eurlex_mini
     server.files["/mirror/Eurlex.tar.gz"] = archive
@@ -441,8 +441,7 @@ def test_prepare_through_cli_url_override_round_trips(server, tmp_path, eurlex_m
 
 
 def test_prepare_uses_files_placed_by_hand_without_network(tmp_path, eurlex_mini, formats):
-    from xmr.data.prepare import prepare
-    from xmr.data.registry import load_prepared
+    from xmr.data.prepare import load_prepared, prepare
 
     archive, (Xtr, Ytr, Xte, Yte) = eurlex_mini
     raw = tmp_path / "EURLex-4K" / "raw"
@@ -493,7 +492,7 @@ def _json_gz(recs) -> bytes:
 
 
 def test_prepare_label_feature_dataset(server, tmp_path, formats):
-    from xmr.data.registry import load_prepared
+    from xmr.data.prepare import load_prepared
 
     trn = [{"uid": f"t{i}", "title": t, "content": "", "target_ind": ti} for i, (t, ti) in
            enumerate([("red apple pie", [0, 2]), ("green apple", [0]), ("blue car", [1, 3]),
@@ -528,7 +527,7 @@ def test_prepare_label_feature_dataset(server, tmp_path, formats):
 
 def test_load_prepared_before_prepare_says_what_to_run(tmp_path):
     from xmr.data.prepare import NotPreparedError
-    from xmr.data.registry import load_prepared
+    from xmr.data.prepare import load_prepared
 
     with pytest.raises(NotPreparedError) as ei:
         load_prepared("Amazon-670K", root=tmp_path)
@@ -537,8 +536,7 @@ def test_load_prepared_before_prepare_says_what_to_run(tmp_path):
 
 
 def test_url_override_replaces_an_earlier_archive(server, tmp_path, eurlex_mini, formats):
-    from xmr.data.prepare import prepare
-    from xmr.data.registry import load_prepared
+    from xmr.data.prepare import load_prepared, prepare
 
     archive, (Xtr, Ytr, Xte, Yte) = eurlex_mini
     raw = tmp_path / "EURLex-4K" / "raw"
@@ -553,8 +551,7 @@ def test_url_override_replaces_an_earlier_archive(server, tmp_path, eurlex_mini,
 
 @pytest.mark.slow
 def test_prepare_embedded_debian_deps(tmp_path, formats):
-    from xmr.data.prepare import prepare
-    from xmr.data.registry import load_prepared
+    from xmr.data.prepare import load_prepared, prepare
 
     folder = prepare("debian-deps", root=tmp_path)
     ds = load_prepared("debian-deps", root=tmp_path)

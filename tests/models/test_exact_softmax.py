@@ -215,7 +215,7 @@ def test_nonfinite_loss_raises():
 
 
 def test_constructor_validation():
-    with pytest.raises(ValueError, match=r"^num_labels: expected a positive integer, got 0$"):
+    with pytest.raises(ValueError, match=r"^num_labels: expected an integer >= 1, got 0$"):
         ShardedLabelTable(0, 4)
     with pytest.raises(ValueError, match=r"^dtype: expected torch.float32 or torch.bfloat16, "
                                          r"got torch.float16$"):

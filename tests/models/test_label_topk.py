@@ -92,4 +92,4 @@ def test_topk_bad_input():
     assert str(exc.value) == "emb: expected shape [n, 4], got [2, 5]"
     with pytest.raises(ValueError) as exc:
         t.topk(torch.ones(2, 4), 0)
-    assert str(exc.value) == "k: expected a positive integer, got 0"
+    assert str(exc.value) == "k: expected an integer >= 1, got 0"

@@ -151,7 +151,7 @@ def test_correct_logits_on_a_torch_tensor_in_place():
     (dict(pos_indptr=[0, 1], pos_ids=[1], alpha=1.5), "alpha: expected a value in [0, 1], got 1.5"),
     (dict(pos_indptr=[0, 1], pos_ids=[1], tau_t=0.0), "tau_t: expected a finite value > 0, got 0.0"),
     (dict(pos_indptr=[0, 1], pos_ids=[1], num_labels=0),
-     "num_labels: expected a positive int, got 0"),
+     "num_labels: expected an integer >= 1, got 0"),
 ])
 def test_bad_input_messages(kwargs, message):
     kwargs.setdefault("num_labels", 10)

@@ -6,10 +6,10 @@ import torch
 
 from xmr.eval import evaluate
 from xmr.eval.baselines import popularity
+from xmr.models import XMRModel
 from xmr.teachers.store import TeacherStore, from_topk
 from xmr.train.config import TrainConfig
 from xmr.train.loop import Trainer
-from xmr.train.model import XMRModel
 
 
 def _cfg(preset, epochs=3, **loss):
@@ -82,6 +82,32 @@ def test_saved_model_round_trip(planted, tmp_path):
     s2, i2 = back.predict(X, 5)
     np.testing.assert_array_equal(i1, i2)
     np.testing.assert_allclose(s1, s2)
+
+
+def test_trainer_model_starts_from_the_seeded_model(planted):
+    """The trainer seeds torch's global RNG with cfg.seed and builds the model unseeded; that is
+    the same initial model as ``XMRModel(..., seed=cfg.seed)``, which leaves the RNG alone."""
+    X, Y = planted
+    cfg = _cfg("softmax", epochs=1)
+    tr = Trainer(cfg, X, Y, progress=False)
+    ref = XMRModel(X.shape[1], Y.shape[1], cfg.model, seed=cfg.seed)
+    for k, v in ref.state_dict().items():
+        assert torch.equal(tr.model.state_dict()[k], v), k
+
+
+def test_run_training_restores_the_thread_count(planted):
+    """``cfg.threads`` applies to the run only: the trainer sets it, run_training restores it."""
+    from xmr.data.dataset import XMCDataset
+    from xmr.train.run import run_training
+
+    X, Y = planted
+    before = torch.get_num_threads()
+    cfg = _cfg("softmax", epochs=1)
+    cfg.threads = 1 if before != 1 else 2
+    ds = XMCDataset("planted", X[:300], Y[:300], X[300:], Y[300:])
+    res = run_training(cfg, dataset=ds, progress=False)
+    assert torch.get_num_threads() == before
+    assert res.summary["test"]["P@1"] > 0
 
 
 def test_teacher_presets_need_a_store(planted):

@@ -26,7 +26,7 @@ def run(args) -> int:
 
     from xmr.cli._common import load_split
     from xmr.eval.model_eval import evaluate_model
-    from xmr.train.model import XMRModel
+    from xmr.models.xmr_model import XMRModel
 
     ks = tuple(args.ks)
     ds, _, _ = load_split(args, args.model)

@@ -100,25 +100,6 @@ def _load_matrix(path: Path, what: str):
     return a
 
 
-def load_label_table(model_dir: Path):
-    """The label table ``f32[L, d]`` of a saved model (``weights.pt``, ``label_table.weight``)."""
-    from xmr.errors import FormatError
-    from xmr.utils.atomic import load_torch
-
-    path = Path(model_dir) / "weights.pt"
-    if not path.is_file():
-        raise FormatError(path, None, "the weights.pt of a saved xmr model", "no such file")
-    state = load_torch(path)
-    key = "label_table.weight"
-    if not isinstance(state, dict) or key not in state:
-        keys = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
-        raise FormatError(path, None, f"a state dict with key {key!r}", f"keys {keys}")
-    w = state[key]
-    if w.ndim != 2:
-        raise FormatError(path, None, f"{key} of shape [L, d]", f"shape {tuple(w.shape)}")
-    return w.detach().float().cpu().numpy()
-
-
 def run(args) -> int:
     import time
 
@@ -133,8 +114,12 @@ def run(args) -> int:
         raise XMRError("expected an action, build or search (see `xmr index --help`)")
     params = _parse_params(args.params)
     if action == "build":
-        emb = (_load_matrix(args.embeddings, "label embeddings [L, d]") if args.embeddings
-               else load_label_table(args.model))
+        if args.embeddings:
+            emb = _load_matrix(args.embeddings, "label embeddings [L, d]")
+        else:
+            from xmr.models.xmr_model import load_label_table
+
+            emb = load_label_table(args.model)
         t0 = time.perf_counter()
         try:
             index = LabelIndex.build(emb, factory=args.factory, metric=args.metric,
@@ -155,7 +140,7 @@ def run(args) -> int:
         else:
             from xmr.api import embed
             from xmr.cli._common import load_split
-            from xmr.train.model import XMRModel
+            from xmr.models.xmr_model import XMRModel
 
             ds, X, _ = load_split(args, args.model)
             model = XMRModel.load(args.model, expect_num_labels=ds.num_labels,

@@ -63,7 +63,7 @@ def run(args) -> int:
             raise ConfigError("--out is required when predicting a dataset split "
                               "(or give --text / --text-file)")
         from xmr.cli._common import load_split
-        from xmr.train.model import XMRModel
+        from xmr.models.xmr_model import XMRModel
 
         ds, X, _ = load_split(args, args.model)
         model = XMRModel.load(args.model, expect_num_labels=ds.num_labels,

@@ -101,8 +101,8 @@ def run_export(args) -> int:
                           "--set apply only when the teacher is trained here (without --model)")
 
     from xmr.cli._common import load_split
+    from xmr.models.xmr_model import XMRModel
     from xmr.teachers.store import from_topk
-    from xmr.train.model import XMRModel
     from xmr.utils.hashing import sha256_file
 
     ds, X, _ = load_split(args, args.model)

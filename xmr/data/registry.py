@@ -16,7 +16,9 @@ Sources are the repository's Google Drive links. Drive often refuses scripted do
 public re-upload of the same archive as a mirror, and the error raised when everything fails
 says which file to download by hand and where to put it (``ROOT/NAME/raw/``).
 
-Nothing here touches the network or the disk: the registry is plain data.
+Nothing here touches the network or the disk: the registry is plain data, and it imports no
+other xmr module. Preparing a dataset (download, extract, convert) and reading it back are
+:func:`xmr.data.prepare.prepare` and :func:`xmr.data.prepare.load_prepared`.
 """
 
 from __future__ import annotations
@@ -236,18 +238,3 @@ def get_dataset(name: str) -> DatasetInfo:
         raise ValueError(f"unknown dataset {name!r}; expected one of: "
                          f"{', '.join(dataset_names())}")
     return info
-
-
-def prepare(name: str, root=None, url_override: Optional[str] = None, force: bool = False,
-            progress: bool = True):
-    """Download, extract and convert ``name`` into ``ROOT/NAME``; see :func:`xmr.data.prepare.prepare`."""
-    from xmr.data.prepare import prepare as _prepare
-
-    return _prepare(name, root=root, url_override=url_override, force=force, progress=progress)
-
-
-def load_prepared(name: str, root=None):
-    """Read ``ROOT/NAME`` back as an ``XMCDataset``; see :func:`xmr.data.prepare.load_prepared`."""
-    from xmr.data.prepare import load_prepared as _load_prepared
-
-    return _load_prepared(name, root=root)

@@ -233,7 +233,7 @@ def _load_registered(name: str, root, opts: Options) -> XMCDataset:
 
         ds = load_debian_deps(test_fraction=opts.test_fraction, seed=opts.split_seed)
     else:
-        from xmr.data.registry import load_prepared
+        from xmr.data.prepare import load_prepared
 
         ds = load_prepared(info.name, root=root)
     _apply_props(ds, opts, ds.prop_a, ds.prop_b)

@@ -46,6 +46,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from xmr.data.dataset import XMCDataset
+from xmr.utils.validation import check_int, check_number
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +145,9 @@ class SyntheticXMC:
         for name, val, lo in (("num_labels", num_labels, 2), ("dim", dim, 1), ("rank", rank, 1),
                               ("chunk", chunk, 1), ("block_elems", block_elems, 1),
                               ("row_batch", row_batch, 1)):
-            if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < lo:
-                raise ValueError(f"{name}: expected an integer >= {lo}, got {val!r}")
-        if not np.isfinite(zipf) or zipf < 0:
-            raise ValueError(f"zipf: expected a finite number >= 0, got {zipf!r}")
-        if not np.isfinite(scale) or scale < 0:
-            raise ValueError(f"scale: expected a finite number >= 0, got {scale!r}")
+            check_int(name, val, lo)
+        check_number("zipf", zipf, 0)
+        check_number("scale", scale, 0)
         self.num_labels = int(num_labels)
         self.dim = int(dim)
         self.rank = int(rank)
@@ -311,10 +309,7 @@ class SyntheticXMC:
         """
         X = self._check_X(X)
         m = labels_per_point
-        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or not \
-                1 <= m <= self.num_labels:
-            raise ValueError(f"labels_per_point: expected an integer in [1, {self.num_labels}], "
-                             f"got {labels_per_point!r}")
+        check_int("labels_per_point", m, 1, self.num_labels)
         n = X.shape[0]
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2]))
         u = 1.0 - rng.random((n, int(m)))  # in (0, 1]: a zero target could pick a zero-mass label
@@ -408,12 +403,8 @@ class SyntheticXMC:
         (exact float ties in arbitrary order). ``chunk`` overrides the generator's chunk size.
         """
         X = self._check_X(X)
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or \
-                not 1 <= k <= self.num_labels:
-            raise ValueError(f"k: expected an integer in [1, {self.num_labels}], got {k!r}")
-        chunk = self.chunk if chunk is None else chunk
-        if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
-            raise ValueError(f"chunk: expected an integer >= 1, got {chunk!r}")
+        check_int("k", k, 1, self.num_labels)
+        chunk = check_int("chunk", self.chunk if chunk is None else chunk, 1)
         n, r, k, chunk = X.shape[0], self.rank, int(k), int(chunk)
         best_s = np.full((n, k), _NEG_INF, dtype=np.float32)
         best_i = np.full((n, k), -1, dtype=np.int64)

@@ -170,19 +170,18 @@ class TextVectorizer:
 
     @classmethod
     def load(cls, folder: PathLike) -> "TextVectorizer":
-        """Read a vectorizer saved by :meth:`save` (plain JSON and a pickle-free ``.npy``)."""
+        """Read a vectorizer saved by :meth:`save` (plain JSON and a pickle-free ``.npy``);
+        ``vectorizer.json`` goes through :func:`xmr.utils.artefacts.read_meta` (format
+        ``xmr-tfidf``, ``format_version`` <= :data:`VECTORIZER_VERSION`)."""
         folder = Path(folder)
         jpath, ipath = folder / "vectorizer.json", folder / "idf.npy"
         for p in (jpath, ipath):
             if not p.is_file():
                 raise FormatError(p, None, "a saved xmr TF-IDF vectorizer file", "no such file")
-        try:
-            meta = json.loads(jpath.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise FormatError(jpath, None, "JSON", str(exc)) from None
-        if not isinstance(meta, dict) or meta.get("format") != VECTORIZER_FORMAT:
-            raise FormatError(jpath, None, f"format {VECTORIZER_FORMAT!r}",
-                              repr(meta.get("format") if isinstance(meta, dict) else meta))
+        from xmr.utils.artefacts import read_meta
+
+        meta = read_meta(jpath, VECTORIZER_FORMAT, VECTORIZER_VERSION,
+                         "a saved xmr TF-IDF vectorizer")
         terms = meta.get("vocabulary")
         idf = np.load(ipath, allow_pickle=False)
         if not isinstance(terms, list) or idf.shape != (len(terms),):

@@ -31,7 +31,7 @@ def by_frequency(Y_trn, Y_tst, ids, inv_prop: Optional[np.ndarray] = None,
 
     ``ids i64[n, k]``: the ranked predictions of the test points (k ≥ 1). Points without any
     positive are left out (as the metrics do)."""
-    from xmr.eval import evaluate
+    from xmr.eval.metrics import evaluate
 
     freq = np.asarray(sp.csr_matrix(Y_trn).sum(0)).ravel()
     Y = sp.csr_matrix(Y_tst)

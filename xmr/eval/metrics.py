@@ -48,6 +48,8 @@ import numbers
 import numpy as np
 import scipy.sparse as sp
 
+from xmr.utils.validation import check_int
+
 __all__ = [
     "topk_from_scores",
     "precision_at_k",
@@ -144,9 +146,7 @@ def topk_from_scores(scores, k: int):
     """
     from xmr.kernels.metrics import topk_csr, topk_dense
 
-    if not (isinstance(k, numbers.Integral) and not isinstance(k, bool) and k >= 1):
-        raise ValueError(f"k: expected an integer >= 1, got {k!r}")
-    k = int(k)
+    k = check_int("k", k, 1)
     if sp.issparse(scores):
         S = sp.csr_matrix(scores)
         if not S.has_canonical_format:

@@ -28,7 +28,7 @@ def evaluate_model(model, dataset, ks: Sequence[int] = (1, 3, 5), split: str = "
     """P@k, nDCG@k, R@k, PSP@k, PSnDCG@k of ``model`` on ``dataset``'s ``split``.
 
     ``model`` is anything with ``predict(X, k) → (scores f32[n, k], ids i64[n, k])`` (−1 padded),
-    e.g. :class:`xmr.train.model.XMRModel`. In a distributed run every rank must call this (the
+    e.g. :class:`xmr.models.XMRModel`. In a distributed run every rank must call this (the
     prediction is collective). Returns the metrics plus ``predict_ms_per_query`` (and with
     ``by_frequency`` the per-bucket table of :func:`xmr.eval.frequency.by_frequency`).
     """

@@ -20,6 +20,8 @@ import numbers
 import numpy as np
 import scipy.sparse as sp
 
+from xmr.utils.validation import check_number
+
 log = logging.getLogger(__name__)
 
 __all__ = ["inverse_propensity", "label_frequency"]
@@ -62,10 +64,8 @@ def inverse_propensity(Y_trn_or_label_freq, n_train=None, A: float = 0.55,
     Labels never seen in training get the largest weight, ``1 + C·B^(−A)``. With N < e the
     factor ``ln N − 1`` is negative and the weights fall below 1; a warning is logged.
     """
-    if not (isinstance(A, numbers.Real) and math.isfinite(A) and A >= 0):
-        raise ValueError(f"A: expected a finite number >= 0, got {A!r}")
-    if not (isinstance(B, numbers.Real) and math.isfinite(B) and B > 0):
-        raise ValueError(f"B: expected a finite number > 0, got {B!r}")
+    check_number("A", A, 0)
+    check_number("B", B, 0, lo_open=True)
 
     x = Y_trn_or_label_freq
     if sp.issparse(x) or (isinstance(x, np.ndarray) and x.ndim == 2):

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xmr.utils.validation import check_int
+
 
 def csr_to_bag(X, rows) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rows of a CSR matrix as EmbeddingBag inputs, without densifying.
@@ -121,8 +123,7 @@ class SparseEncoder(nn.Module):
                  sparse: bool = False):
         super().__init__()
         hidden = _check_arch(dim, hidden, dropout)
-        if num_features < 1:
-            raise ValueError(f"num_features: expected a positive integer, got {num_features}")
+        check_int("num_features", num_features, 1)
         self.num_features, self.dim = int(num_features), int(dim)
         self.bag = nn.EmbeddingBag(num_features, hidden[0] if hidden else dim, mode="sum",
                                    sparse=sparse)
@@ -155,8 +156,7 @@ class DenseEncoder(nn.Module):
                  normalize: bool = False, dropout: float = 0.0):
         super().__init__()
         hidden = _check_arch(dim, hidden, dropout)
-        if in_dim < 1:
-            raise ValueError(f"in_dim: expected a positive integer, got {in_dim}")
+        check_int("in_dim", in_dim, 1)
         self.in_dim, self.dim = int(in_dim), int(dim)
         self.inp = nn.Linear(in_dim, hidden[0] if hidden else dim)
         self.head = _MLPHead(hidden, dim, residual, normalize, dropout)

@@ -76,7 +76,7 @@ class ExactSoftmaxFunction(torch.autograd.Function):
     ``row0:row1``), ``weight`` [L_local, d], ``bias`` [L_local] or None, the targets restricted to
     this rank's label range as coordinate lists sorted by column: ``t_rows`` i64[nnz] (row in
     ``E``), ``t_cols`` i64[nnz] (local label), ``t_vals`` f32[nnz]; ``chunks`` (local label
-    ranges), ``comm`` (:class:`~xmr.models.distributed.Comm`), ``cache_bytes``: forward keeps
+    ranges), ``comm`` (:class:`~xmr.distributed.Comm`), ``cache_bytes``: forward keeps
     exp(z − m) of its first chunks, up to this many bytes, for backward, which then skips their
     recomputation. Output: f32[row1 − row0].
 

@@ -16,7 +16,7 @@ Model parallelism: pass ``process_group`` (e.g. ``torch.distributed.group.WORLD`
 rank owns ``[lo, hi)`` of the labels; all methods are then collective (every rank must call them
 in the same order) and give each rank the results for its own rows. ``process_group=None`` means
 a single process holding all labels, even if torch.distributed is initialised. Gradients follow
-DDP's convention (see :mod:`xmr.models.distributed`). The table's collectives and DDP's may
+DDP's convention (see :mod:`xmr.distributed`). The table's collectives and DDP's may
 share a group (both are issued in the same order on every rank); a group of its own
 (``torch.distributed.new_group()``) keeps them apart.
 
@@ -32,9 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from xmr.models.distributed import Comm, all_reduce_sum, gather_rows, label_range
+from xmr.distributed import Comm, all_reduce_sum, gather_rows, label_range
 from xmr.models.exact_softmax import (ExactOvAFunction, ExactSoftmaxFunction, chunk_bounds,
                                       validate_embeddings, validate_targets)
+from xmr.utils.validation import check_int
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -106,8 +107,7 @@ class ShardedLabelTable(nn.Module):
                  init_std: Optional[float] = None, device=None):
         super().__init__()
         for name, v in (("num_labels", num_labels), ("dim", dim), ("num_shards", num_shards)):
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+            check_int(name, v, 1)
         if dtype not in (torch.float32, torch.bfloat16):
             raise ValueError(f"dtype: expected torch.float32 or torch.bfloat16, got {dtype}")
         self.comm = Comm(process_group)
@@ -204,11 +204,8 @@ class ShardedLabelTable(nn.Module):
             raise ValueError(f"reduction: expected one of {list(_REDUCTIONS)}, got {reduction!r}")
         if cache_bytes is None:
             cache_bytes = self.default_cache_bytes()
-        if not isinstance(cache_bytes, (int, np.integer)) or cache_bytes < 0:
-            raise ValueError(f"cache_bytes: expected a non-negative integer, got {cache_bytes!r}")
-        if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer))
-                                       or chunk_size < 1):
-            raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
+        check_int("cache_bytes", cache_bytes, 0)
+        check_int("chunk_size", chunk_size, 1, allow_none=True)
         device = self.weight.device
         msg = validate_embeddings(emb, self.dim)
         if msg is None:

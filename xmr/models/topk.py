@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from xmr.models.exact_softmax import chunk_bounds
+from xmr.utils.validation import check_int
 
 _MERGE_EVERY = 16  # chunk lists merged into the running top-k at once
 
@@ -34,8 +35,7 @@ def merge_topk(scores: np.ndarray, ids: np.ndarray, k: int) -> Tuple[np.ndarray,
     if scores.ndim != 3 or scores.shape != ids.shape:
         raise ValueError(f"merge_topk: expected scores and ids of one shape [m, n, kk], got "
                          f"{list(scores.shape)} and {list(ids.shape)}")
-    if int(k) < 1:
-        raise ValueError(f"k: expected a positive integer, got {k!r}")
+    check_int("k", k, 1)
     from xmr.kernels.topk_merge import topk_merge  # compiles on first use
 
     n = scores.shape[1]
@@ -73,8 +73,7 @@ def exact_topk(table, emb, k: int, query_chunk: int = 4096, label_chunk: int = 8
     all-gathered and merged, and each rank keeps the rows of its own queries.
     """
     for name, v in (("k", k), ("query_chunk", query_chunk), ("label_chunk", label_chunk)):
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+        check_int(name, v, 1)
     W, bias, comm = table.weight, table.bias, table.comm
     if isinstance(emb, np.ndarray):
         emb = torch.from_numpy(emb)

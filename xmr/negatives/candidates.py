@@ -33,6 +33,8 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 
+from xmr.utils.validation import check_int
+
 __all__ = ["CandidateBatch", "SparseCandidateBatch", "assemble_batch", "correct_logits",
            "MASK_VALUE", "LAYOUTS"]
 
@@ -230,9 +232,7 @@ def assemble_batch(pos_indptr, pos_ids, *, teacher: Optional[Tuple] = None,
     if out is not None and layout != "dense":
         raise ValueError(f"out: expected None with layout={layout!r} (output buffers are for the "
                          f"dense layout), got a {type(out).__name__}")
-    if isinstance(num_labels, bool) or not isinstance(num_labels, (int, np.integer)) \
-            or num_labels < 1:
-        raise ValueError(f"num_labels: expected a positive int, got {num_labels!r}")
+    check_int("num_labels", num_labels, 1)
     if not (0.0 <= float(alpha) <= 1.0):
         raise ValueError(f"alpha: expected a value in [0, 1], got {alpha!r}")
     if not (math.isfinite(float(tau_t)) and float(tau_t) > 0.0):

@@ -23,17 +23,9 @@ from typing import Callable, Dict, Optional, Tuple, Union
 import numpy as np
 
 from xmr.negatives.index import LabelIndex, _as_matrix, mips_augment, mips_augment_queries
+from xmr.utils.validation import check_int
 
 log = logging.getLogger(__name__)
-
-
-def _int_arg(name: str, v, lo: int, allow_none: bool = False):
-    if v is None and allow_none:
-        return None
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ValueError(f"{name}: expected an integer >= {lo}"
-                         f"{' or None' if allow_none else ''}, got {v!r}")
-    return int(v)
 
 
 def _check_csr(B: int, num_labels: int, indptr, ids) -> Tuple[np.ndarray, np.ndarray]:
@@ -84,11 +76,11 @@ class HardNegativeMiner:
                  skip_top: int = 0, num_negatives: Optional[int] = None,
                  factory: str = "HNSW32", use_gpu: Union[str, bool] = "auto", seed: int = 0,
                  index_params: Optional[Dict] = None, mips_to_l2: bool = True):
-        self.num_labels = _int_arg("num_labels", num_labels, 1)
-        self.k = _int_arg("k", k, 1)
-        self.refresh_every = _int_arg("refresh_every", refresh_every, 1)
-        self.skip_top = _int_arg("skip_top", skip_top, 0)
-        self.num_negatives = _int_arg("num_negatives", num_negatives, 1, allow_none=True)
+        self.num_labels = check_int("num_labels", num_labels, 1)
+        self.k = check_int("k", k, 1)
+        self.refresh_every = check_int("refresh_every", refresh_every, 1)
+        self.skip_top = check_int("skip_top", skip_top, 0)
+        self.num_negatives = check_int("num_negatives", num_negatives, 1, allow_none=True)
         self.factory = factory
         self.use_gpu = use_gpu
         self.seed = int(seed)
@@ -135,7 +127,7 @@ class HardNegativeMiner:
 
         ``get_W`` is only called when a refresh happens (copying W off the model costs time).
         """
-        step = _int_arg("step", step, 0)
+        step = check_int("step", step, 0)
         if self.index_ is not None and self.last_refresh_step_ is None:
             self.last_refresh_step_ = step  # built by a manual refresh(W): count from here
             return False

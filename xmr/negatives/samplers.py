@@ -28,6 +28,8 @@ from typing import Optional, Union
 
 import numpy as np
 
+from xmr.utils.validation import check_int
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -68,10 +70,7 @@ class Sampler:
     name = "base"
 
     def __init__(self, num_labels: int):
-        if isinstance(num_labels, bool) or not isinstance(num_labels, (int, np.integer)) \
-                or num_labels < 1:
-            raise ValueError(f"num_labels: expected a positive int, got {num_labels!r}")
-        self.num_labels = int(num_labels)
+        self.num_labels = check_int("num_labels", num_labels, 1)
 
     # subclasses implement these two
     def probability(self, ids: np.ndarray) -> np.ndarray:
@@ -93,9 +92,7 @@ class Sampler:
         ``1000 * m + 10000``) bounds the number of draws. With ``return_tries`` the number of
         draws T is returned as a third element.
         """
-        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 0:
-            raise ValueError(f"m: expected a non-negative int, got {m!r}")
-        m = int(m)
+        m = check_int("m", m, 0)
         if unique and m > self.support_size():
             raise ValueError(f"m: expected at most {self.support_size()} distinct ids "
                              f"(labels with q > 0) when unique=True, got {m}")
@@ -223,12 +220,9 @@ class InBatchFrequency:
     """
 
     def __init__(self, num_buckets: int = 1 << 20, alpha: float = 0.01):
-        if isinstance(num_buckets, bool) or not isinstance(num_buckets, (int, np.integer)) \
-                or num_buckets < 1:
-            raise ValueError(f"num_buckets: expected a positive int, got {num_buckets!r}")
+        self.num_buckets = check_int("num_buckets", num_buckets, 1)
         if not (0.0 < alpha <= 1.0):
             raise ValueError(f"alpha: expected a value in (0, 1], got {alpha!r}")
-        self.num_buckets = int(num_buckets)
         self.alpha = float(alpha)
         self.last_step_ = np.zeros(self.num_buckets, dtype=np.int64)
         self.gap_ = np.zeros(self.num_buckets, dtype=np.float64)

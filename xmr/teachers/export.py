@@ -22,6 +22,8 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
+from xmr.utils.validation import check_int
+
 log = logging.getLogger(__name__)
 
 
@@ -38,8 +40,7 @@ class TeacherExport:
 
 def fold_assignment(n: int, folds: int, seed: int) -> np.ndarray:
     """``int64 [n]``: the fold of each training point (all 0 for ``folds=1``)."""
-    if folds < 1:
-        raise ValueError(f"folds: expected an integer >= 1, got {folds}")
+    check_int("folds", folds, 1)
     if folds == 1:
         return np.zeros(n, np.int64)
     # the demo's rule, shared by every cross-fitted teacher (neural, tree) so their folds agree
@@ -65,8 +66,7 @@ def export_teacher(cfg, dataset=None, k: int = 32, folds: int = 5, seed: Optiona
     if cfg.loss.resolved().needs_teacher:
         raise ValueError(f"a teacher is trained without a teacher; loss preset "
                          f"{cfg.loss.preset!r} needs one (use e.g. loss.preset=softmax)")
-    if k < 1:
-        raise ValueError(f"k: expected a positive integer, got {k}")
+    check_int("k", k, 1)
     if dataset is None:
         ds = load_from_config(cfg.data)
     elif isinstance(dataset, XMCDataset):

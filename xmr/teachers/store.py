@@ -22,9 +22,10 @@ import numpy as np
 import xmr
 from xmr.errors import FormatError, MetadataMismatchError
 from xmr.utils.atomic import atomic_dir
-from xmr.utils.validation import FLOAT16_MAX
+from xmr.utils.validation import FLOAT16_MAX, check_int
 
-FORMAT_VERSION = 1
+FORMAT = "xmr-teacher-store"
+FORMAT_VERSION = 1  #: what :meth:`TeacherStore.save` writes; :meth:`~TeacherStore.load` reads <= this
 _FILES = ("indptr.npy", "ids.npy", "logits.npy", "meta.json")
 
 
@@ -72,7 +73,7 @@ class TeacherStore:
         path = Path(path)
         meta = dict(self.meta)
         meta.update(
-            format="xmr-teacher-store",
+            format=FORMAT,
             format_version=FORMAT_VERSION,
             xmr_version=xmr.__version__,
             num_rows=self.num_rows,
@@ -92,20 +93,18 @@ class TeacherStore:
         """Open a store directory (arrays memory-mapped by default) and check its consistency:
         integer ``indptr``/``ids``, float ``logits``, complete (untruncated) arrays, ``indptr``
         from 0 to nnz and non-decreasing, ids in range, rows of at most ``k`` distinct labels
-        sorted by decreasing logit (a shifted ``indptr`` breaks that order)."""
-        from xmr.utils.validation import npy_load, read_json
+        sorted by decreasing logit (a shifted ``indptr`` breaks that order). ``meta.json`` is read
+        by :func:`xmr.utils.artefacts.read_meta`: a ``format_version`` newer than
+        :data:`FORMAT_VERSION` is refused. Every defect is a one-line :class:`FormatError`
+        naming the file."""
+        from xmr.utils.artefacts import read_meta
+        from xmr.utils.validation import npy_load
 
         path = Path(path)
         for name in _FILES:
             if not (path / name).is_file():
                 raise FormatError(path / name, None, "a teacher store file", "no such file")
-        meta = read_json(path / "meta.json", "the JSON object of a teacher store")
-        if meta.get("format") != "xmr-teacher-store":
-            raise FormatError(path / "meta.json", None, "format 'xmr-teacher-store'",
-                              repr(meta.get("format")))
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise FormatError(path / "meta.json", None, f"format_version {FORMAT_VERSION}",
-                              repr(meta.get("format_version")))
+        meta = read_meta(path / "meta.json", FORMAT, FORMAT_VERSION, "a teacher store")
         for key in ("num_rows", "num_labels"):
             v = meta.get(key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -203,8 +202,7 @@ def from_scores_csr(scores, k: int, meta: Optional[dict] = None) -> TeacherStore
     top ``k`` entries of each row."""
     import scipy.sparse as sp
 
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k: expected an integer >= 1, got {k!r}")
+    k = check_int("k", k, 1)
     S = sp.csr_matrix(scores)
     n, L = S.shape
     ids = np.full((n, k), -1, dtype=np.int64)

@@ -24,6 +24,7 @@ import scipy.sparse as sp
 
 from xmr.teachers.export import fold_assignment  # noqa: F401  (the shared fold rule)
 from xmr.teachers.store import TeacherStore, from_topk
+from xmr.utils.validation import check_int
 
 BACKENDS = ("omikuji", "napkinxc")
 
@@ -112,10 +113,8 @@ def fit_tree_teacher(X, Y, backend: str = "omikuji", folds: int = 5, k: int = 32
     training points — memorised labels, kept for comparison only). Returns the store."""
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
-    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 1:
-        raise ValueError(f"folds: expected an integer >= 1, got {folds!r}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k: expected an integer >= 1, got {k!r}")
+    check_int("folds", folds, 1)
+    check_int("k", k, 1)
     _require(backend)
     X, Y = sp.csr_matrix(X, dtype=np.float32), sp.csr_matrix(Y, dtype=np.float32)
     n, L = Y.shape

@@ -1,4 +1,4 @@
-"""xmr.train: the training configuration, loop, model and run.
+"""xmr.train: the training configuration, loop and run (the model they fit is :mod:`xmr.models`).
 
 ``xmr.train`` is also the public API's training function: calling the package,
 ``xmr.train(config, dataset, out, ...)``, calls :func:`xmr.api.train` (the package's module

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from xmr.errors import ConfigError
+from xmr.models.config import ModelConfig
 from xmr.objectives.config import LossConfig
-from xmr.utils.validation import check_device_name, check_int, check_number, read_json
+from xmr.utils.validation import check_device_name, check_int, check_number, from_dict, read_json
 
 
 @dataclass
@@ -35,32 +35,6 @@ class DataConfig:
     def validate(self, prefix: str = "data.") -> None:
         check_number(prefix + "valid_fraction", self.valid_fraction, 0.0, 1.0, hi_open=True)
         check_number(prefix + "test_fraction", self.test_fraction, 0.0, 1.0, True, True)
-
-
-@dataclass
-class ModelConfig:
-    """The student (or teacher) architecture: encoder φ(x) ∈ R^dim and the label table."""
-
-    dim: int = 256
-    hidden: List[int] = field(default_factory=list)  #: MLP widths after the embedding bag
-    residual: bool = False
-    normalize: bool = False  #: L2-normalise φ(x)
-    dropout: float = 0.0
-    #: input (feature) dropout: each stored feature of a training row is dropped with this
-    #: probability and the kept ones scaled by 1/(1 − p) — the input regularisation that
-    #: Guo et al. (NeurIPS 2019, *Breaking the Glass Ceiling*) find embedding-based XMC needs
-    input_dropout: float = 0.0
-    sparse_input: bool = True  #: sparse gradients + SparseAdam for the input bag (cost independent of D)
-    num_shards: int = 1  #: label shards within this process
-    label_bias: bool = False
-
-    def validate(self, prefix: str = "model.") -> None:
-        check_int(prefix + "dim", self.dim, 1)
-        for i, h in enumerate(self.hidden):
-            check_int(f"{prefix}hidden[{i}]", h, 1)
-        check_number(prefix + "dropout", self.dropout, 0.0, 1.0, hi_open=True)
-        check_number(prefix + "input_dropout", self.input_dropout, 0.0, 1.0, hi_open=True)
-        check_int(prefix + "num_shards", self.num_shards, 1)
 
 
 @dataclass
@@ -159,7 +133,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
-        return _from_dict(cls, d, "").validate()
+        return from_dict(cls, d).validate()
 
     @classmethod
     def from_json(cls, path) -> "TrainConfig":
@@ -192,53 +166,3 @@ class TrainConfig:
                 value = raw
             node[parts[-1]] = value
         return TrainConfig.from_dict(d)
-
-
-def _from_dict(cls, d: Dict[str, Any], prefix: str):
-    if not isinstance(d, dict):
-        raise ConfigError(f"config section {prefix or '<root>'!r} must be an object, got {type(d).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(d) - set(fields)
-    if unknown:
-        raise ConfigError(f"unknown config key(s) {sorted(prefix + k for k in unknown)}; "
-                         f"valid keys: {sorted(prefix + k for k in fields)}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, value in d.items():
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = _from_dict(tp, value, f"{prefix}{name}.")
-        else:
-            kwargs[name] = _coerce(tp, value, prefix + name)
-    return cls(**kwargs)
-
-
-def _coerce(tp, value, key):
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is typing.Union and type(None) in args:
-        if value is None:
-            return None
-        tp = next(a for a in args if a is not type(None))
-        origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (list, List):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")
-        return [_coerce(args[0], v, key) for v in value] if args else list(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"config key {key!r}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key {key!r}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key {key!r}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"config key {key!r}: expected a string, got {value!r}")
-        return value
-    return value

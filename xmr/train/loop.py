@@ -27,7 +27,7 @@ import torch
 
 from xmr.errors import ConfigError
 from xmr.train.config import TrainConfig
-from xmr.train.model import XMRModel
+from xmr.models.xmr_model import XMRModel
 from xmr.utils.atomic import atomic_dir, load_torch
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.teacher = teacher
         self.inv_prop = inv_prop
-        from xmr.train.distributed import rank_of, world_of
+        from xmr.distributed import rank_of, world_of
 
         self.group = process_group
         self.rank, self.world = rank_of(process_group), world_of(process_group)
@@ -211,7 +211,7 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        from xmr.train.model import resolve_device
+        from xmr.models.xmr_model import resolve_device
 
         self.device = resolve_device(cfg.device)
         self.model = XMRModel(self.X.shape[1], self.num_labels, cfg.model,
@@ -346,14 +346,14 @@ class Trainer:
 
     def _full_label_rows(self) -> np.ndarray:
         """All L label rows as float32 numpy (gathered over ranks in a distributed run)."""
-        from xmr.train.distributed import gather_label_rows
+        from xmr.distributed import gather_label_rows
 
         return gather_label_rows(self.model.label_table, self.group).float().cpu().numpy()
 
     def _full_state(self) -> dict:
         state = dict(self.model.state_dict())
         if self.world > 1:
-            from xmr.train.distributed import gather_label_bias, gather_label_rows
+            from xmr.distributed import gather_label_bias, gather_label_rows
 
             state["label_table.weight"] = gather_label_rows(self.model.label_table, self.group)
             bias = gather_label_bias(self.model.label_table, self.group)
@@ -425,7 +425,7 @@ class Trainer:
         self.opt_tab.zero_grad(set_to_none=True)
         loss.backward()
         if self.world > 1:
-            from xmr.train.distributed import average_gradients
+            from xmr.distributed import average_gradients
 
             average_gradients(self.model.encoder, self.group)  # data-parallel encoder
         self.opt_enc.step()

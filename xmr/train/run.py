@@ -28,7 +28,7 @@ class RunResult:
     """What :func:`run_training` returns.
 
     ``summary`` is the JSON-able dict ``xmr train`` prints (model path, timings, ``test``
-    metrics); ``model`` the fitted :class:`xmr.train.model.XMRModel`; ``dataset`` the
+    metrics); ``model`` the fitted :class:`xmr.models.XMRModel`; ``dataset`` the
     :class:`xmr.data.dataset.XMCDataset` it was trained on; ``model_dir`` ``OUT/model`` (None
     without ``out``).
     """
@@ -70,40 +70,43 @@ def run_training(cfg, out=None, resume: bool = False, *, dataset=None, progress:
     ``dataset`` (an already loaded :class:`XMCDataset`) skips loading ``cfg.data``. ``out`` is
     the run folder (``model/``, ``checkpoint/``); ``None`` keeps everything in memory (no
     resume). ``test_eval`` evaluates on the test split with :func:`xmr.eval.evaluate_model`
-    (collective in a distributed run: every rank predicts).
+    (collective in a distributed run: every rank predicts). ``cfg.threads`` (torch's intra-op
+    threads) applies to this call only: the previous count is restored when it returns.
     """
     cfg.loss.resolved()  # fail early on a bad loss config
     from xmr.data.loaders import load_from_config
+    from xmr.distributed import init_from_env, rank_of
     from xmr.eval.model_eval import evaluate_model
     from xmr.eval.propensity import inverse_propensity
-    from xmr.train.distributed import init_from_env, rank_of
     from xmr.train.loop import Trainer
+    from xmr.utils.threads import torch_threads
 
     if resume and out is None:
         raise ValueError("resume needs the run folder `out`")
     group = init_from_env(cfg.device)
     try:
-        ds = dataset if dataset is not None else load_from_config(cfg.data)
-        teacher = None
-        if cfg.teacher:
-            from xmr.teachers.store import TeacherStore
+        with torch_threads(cfg.threads):  # the caller's thread count is restored after the run
+            ds = dataset if dataset is not None else load_from_config(cfg.data)
+            teacher = None
+            if cfg.teacher:
+                from xmr.teachers.store import TeacherStore
 
-            teacher = TeacherStore.load(cfg.teacher)
-        inv_prop = inverse_propensity(ds.Y_trn, A=ds.prop_a, B=ds.prop_b)
-        tr = Trainer(cfg, ds.X_trn, ds.Y_trn, out_dir=out, teacher=teacher, inv_prop=inv_prop,
-                     progress=progress, process_group=group)
-        res = tr.fit(resume=resume)
-        if res.model_dir is not None and rank_of(group) == 0:
-            attach_dataset_files(res.model_dir, ds)
-        summary = {"model": str(res.model_dir) if res.model_dir else None,
-                   "dataset": ds.name, "train_seconds": res.train_seconds,
-                   "samples_per_second": res.samples_per_second,
-                   "mining_share": res.mining_share}
-        if test_eval:
-            summary["test"] = evaluate_model(res.model, ds, ks=ks, split="test",
-                                             inv_prop=inv_prop)
-        return RunResult(summary=summary, model=res.model, dataset=ds,
-                         model_dir=res.model_dir, history=res.history)
+                teacher = TeacherStore.load(cfg.teacher)
+            inv_prop = inverse_propensity(ds.Y_trn, A=ds.prop_a, B=ds.prop_b)
+            tr = Trainer(cfg, ds.X_trn, ds.Y_trn, out_dir=out, teacher=teacher, inv_prop=inv_prop,
+                         progress=progress, process_group=group)
+            res = tr.fit(resume=resume)
+            if res.model_dir is not None and rank_of(group) == 0:
+                attach_dataset_files(res.model_dir, ds)
+            summary = {"model": str(res.model_dir) if res.model_dir else None,
+                       "dataset": ds.name, "train_seconds": res.train_seconds,
+                       "samples_per_second": res.samples_per_second,
+                       "mining_share": res.mining_share}
+            if test_eval:
+                summary["test"] = evaluate_model(res.model, ds, ks=ks, split="test",
+                                                 inv_prop=inv_prop)
+            return RunResult(summary=summary, model=res.model, dataset=ds,
+                             model_dir=res.model_dir, history=res.history)
     finally:
         if group is not None:
             import torch.distributed as dist

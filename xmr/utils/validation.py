@@ -1,17 +1,22 @@
 """Shared validation at xmr's boundaries: config values, JSON files, sparse matrices, ids, paths.
 
 One message style everywhere — ``KEY: expected X, got Y`` — raised as the project's error
-classes (:class:`~xmr.errors.ConfigError` for configuration values,
-:class:`~xmr.errors.FormatError` for files), so the CLI prints each as one line.
+classes (:class:`~xmr.errors.ConfigError`, a ``ValueError``, for configuration values and
+function arguments alike; :class:`~xmr.errors.FormatError` for files), so the CLI prints each as
+one line. :func:`check_int` and :func:`check_number` are the one copy of "an integer in range,
+not a bool" and "a finite number in range": library functions validate their arguments with
+them instead of re-writing the test and its message.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
+import typing
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, List, Optional, Union
 
 import numpy as np
 
@@ -23,7 +28,7 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 __all__ = [
-    "check_int", "check_number", "check_device_name", "read_json", "confined",
+    "check_int", "check_number", "check_device_name", "from_dict", "read_json", "confined",
     "check_csr", "check_float32", "check_binary", "npy_load",
 ]
 
@@ -36,9 +41,15 @@ def _fail(key: str, expected: str, got: Any):
     raise ConfigError(f"{key}: expected {expected}, got {got!r}")
 
 
-def check_int(key: str, value: Any, lo: Optional[int] = None, hi: Optional[int] = None) -> int:
-    """``value`` as an int in ``[lo, hi]`` (either bound optional) or :class:`ConfigError`."""
-    want = "an integer" + _bounds(lo, hi, False, False)
+def check_int(key: str, value: Any, lo: Optional[int] = None, hi: Optional[int] = None, *,
+              allow_none: bool = False) -> Optional[int]:
+    """``value`` as an int in ``[lo, hi]`` (either bound optional) or :class:`ConfigError`
+    ``KEY: expected an integer >= lo, got value`` (``in [lo, hi]``, ``<= hi``). A bool is not an
+    integer here; numpy integers are. With ``allow_none``, ``None`` is returned as is (the
+    message then says ``... or None``)."""
+    want = "an integer" + _bounds(lo, hi, False, False) + (" or None" if allow_none else "")
+    if value is None and allow_none:
+        return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         _fail(key, want, value)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
@@ -48,7 +59,9 @@ def check_int(key: str, value: Any, lo: Optional[int] = None, hi: Optional[int] 
 
 def check_number(key: str, value: Any, lo: Optional[float] = None, hi: Optional[float] = None,
                  lo_open: bool = False, hi_open: bool = False) -> float:
-    """``value`` as a finite float within the bounds (open or closed) or :class:`ConfigError`."""
+    """``value`` as a finite float within the bounds (open or closed) or :class:`ConfigError`
+    ``KEY: expected a finite number >= lo, got value`` (``> lo`` when ``lo_open``, ``in [lo,
+    hi)``, ...). A bool is not a number here."""
     want = "a finite number" + _bounds(lo, hi, lo_open, hi_open)
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
         _fail(key, want, value)
@@ -79,6 +92,60 @@ def check_device_name(key: str, value: Any) -> str:
     """A torch device name xmr can use: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
     if not isinstance(value, str) or not _DEVICE.match(value):
         _fail(key, "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'", value)
+    return value
+
+
+def from_dict(cls, d: Any, prefix: str = ""):
+    """The dataclass ``cls`` built strictly from a JSON object ``d``: an unknown key, a value
+    of the wrong type or a section that is not an object is a one-line :class:`ConfigError`
+    naming the dotted key (``prefix`` + name); nested dataclass fields are read recursively.
+    Values are type-checked only; ranges are the dataclass's own ``validate``."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"config section {prefix or '<root>'!r} must be an object, got {type(d).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(fields)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {sorted(prefix + k for k in unknown)}; "
+                         f"valid keys: {sorted(prefix + k for k in fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in d.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = from_dict(tp, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(tp, value, prefix + name)
+    return cls(**kwargs)
+
+
+def _coerce(tp, value, key):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union and type(None) in args:
+        if value is None:
+            return None
+        tp = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (list, List):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, key) for v in value] if args else list(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key {key!r}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {key!r}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {key!r}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {key!r}: expected a string, got {value!r}")
+        return value
     return value
 
 

@@ -1,7 +1,20 @@
-"""Collectives for the model-parallel label table (DESIGN.md §4).
+"""Everything xmr does with ``torch.distributed``: the process group, the label table's
+collectives and the data-parallel encoder's gradients (DESIGN.md §4).
 
-Each rank of a ``torch.distributed`` process group owns a contiguous range ``[lo, hi)`` of the
-labels; the encoder is data-parallel. The label table combines ranks with a few collectives:
+Multi-process training is ``torchrun --nproc_per_node N -m xmr train ...``. Each rank of the
+process group owns a contiguous range ``[lo, hi)`` of the labels (:func:`label_range`; the label
+table is model-parallel) and a slice of every global batch (the encoder is data-parallel).
+
+Process group (used by :func:`xmr.train.run.run_training` and the trainer):
+
+* :func:`init_from_env` creates the default group from torchrun's environment (NCCL when the run
+  uses CUDA, else gloo); :func:`world_from_env`, :func:`rank_of`, :func:`world_of`.
+* :func:`average_gradients` averages a data-parallel module's gradients (dense and sparse).
+* :func:`gather_label_rows`, :func:`gather_label_bias` the full label table on every rank (to
+  save a model one process can load, or to index all labels).
+
+Label-table collectives (used by :mod:`xmr.models.label_table`, :mod:`xmr.models.exact_softmax`
+and :mod:`xmr.models.topk`):
 
 * :func:`gather_rows` all-gathers the batch embeddings (ranks may hold different batch sizes),
   so that every rank scores all ``N = Σ_r B_r`` rows on its own label range; its backward sums the
@@ -21,6 +34,7 @@ Works with gloo (CPU tensors) and NCCL (CUDA tensors); tensors stay on their dev
 
 from __future__ import annotations
 
+import os
 from typing import List, Optional, Tuple
 
 import torch
@@ -155,3 +169,79 @@ def all_reduce_sum(x: torch.Tensor, comm: Comm) -> torch.Tensor:
     if not comm.distributed:
         return x
     return _AllReduceSum.apply(x, comm)
+
+
+# ------------------------------------------------------------------------------------------------
+# the process group and the data-parallel encoder
+
+
+def world_from_env() -> int:
+    """The WORLD_SIZE that torchrun exported (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def init_from_env(device: str = "auto"):
+    """Initialise the default process group from torchrun's environment; return it (or None
+    for a single process). The backend is NCCL when the run uses CUDA, else gloo."""
+    if world_from_env() <= 1:
+        return None
+    if not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and device != "cpu"
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return dist.group.WORLD
+
+
+def rank_of(group) -> int:
+    """This process's rank in ``group`` (0 for ``None``, a single process)."""
+    return dist.get_rank(group) if group is not None else 0
+
+
+def world_of(group) -> int:
+    """The number of ranks of ``group`` (1 for ``None``, a single process)."""
+    return dist.get_world_size(group) if group is not None else 1
+
+
+def average_gradients(module: torch.nn.Module, group) -> None:
+    """Average the gradients of a data-parallel module over the ranks of ``group``.
+
+    Dense gradients: one all-reduce each. Sparse gradients (the input bag's rows): every rank's
+    (indices, values) are all-gathered and summed, so the result equals the gradient of the mean
+    of the ranks' losses — what DDP computes for dense parameters.
+    """
+    world = world_of(group)
+    if world == 1:
+        return
+    comm = Comm(group)
+    for p in module.parameters():
+        if p.grad is None:
+            continue
+        if p.grad.is_sparse:
+            g = p.grad.coalesce()
+            idx, _ = comm.all_gather_varlen(g.indices()[0].contiguous())
+            val, _ = comm.all_gather_varlen(g.values().contiguous())
+            p.grad = torch.sparse_coo_tensor(idx[None], val / world, g.shape).coalesce()
+        else:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM, group=group)
+            p.grad /= world
+
+
+def gather_label_rows(table, group) -> torch.Tensor:
+    """The full label table ``[L, d]`` (every rank gets it): to save a model that a single process
+    can load, or to build a label index over all labels."""
+    if world_of(group) == 1:
+        return table.weight.detach()
+    full, _ = Comm(group).all_gather_varlen(table.weight.detach().contiguous())
+    return full
+
+
+def gather_label_bias(table, group) -> Optional[torch.Tensor]:
+    """The full label bias ``[L]`` on every rank, as :func:`gather_label_rows` (None without
+    a bias)."""
+    if table.bias is None:
+        return None
+    if world_of(group) == 1:
+        return table.bias.detach()
+    full, _ = Comm(group).all_gather_varlen(table.bias.detach().contiguous())
+    return full

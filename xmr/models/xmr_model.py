@@ -1,11 +1,19 @@
-"""A trained xmr model: encoder φ + sharded label table W, saved as a self-describing folder.
+"""The deployable xmr model: encoder φ + sharded label table W, saved as a self-describing folder.
+
+Predicting, evaluating, exporting a teacher and building a label index need only this module
+(no part of :mod:`xmr.train`); the trainer builds an :class:`XMRModel` and fits it.
 
 Folder layout (written atomically)::
 
     config.json   {"format": "xmr-model", "format_version", "xmr_version", "num_features",
-                   "num_labels", "train_config": {...}, "dataset": ..., "metrics": {...}}
+                   "num_labels", "model": {...}, "train_config": {...}, "dataset": ...,
+                   "metrics": {...}}
     weights.pt    a flat state dict of tensors ("encoder.*", "label_table.*"), loaded with
                   torch.load(weights_only=True): no pickled objects, ever.
+
+``config.json`` is read by :func:`xmr.utils.artefacts.read_meta` (format versions up to
+:data:`FORMAT_VERSION`; newer ones are refused) and its ``model`` section by the configs' strict
+parser (an unknown key is a one-line :class:`~xmr.errors.FormatError`).
 """
 
 from __future__ import annotations
@@ -21,16 +29,19 @@ from torch import nn
 
 import xmr
 from xmr.errors import FormatError, MetadataMismatchError
-from xmr.train.config import ModelConfig, TrainConfig
+from xmr.models.config import ModelConfig
+from xmr.models.encoders import SparseEncoder, csr_to_bag
+from xmr.models.label_table import ShardedLabelTable
+from xmr.utils.artefacts import read_meta, read_section
 from xmr.utils.atomic import atomic_dir, load_torch
+from xmr.utils.validation import check_device_name, check_int
 
 FORMAT_VERSION = 1
+FORMAT = "xmr-model"
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` → the first CUDA device when one is available, else the CPU."""
-    from xmr.utils.validation import check_device_name
-
     if isinstance(name, torch.device):
         name = str(name)
     check_device_name("device", name)
@@ -62,13 +73,29 @@ def init_label_rows(table, seed: int) -> None:
 
 
 class XMRModel(nn.Module):
-    """φ(x) from a sparse TF-IDF row, scores s_j(x) = ⟨φ(x), w_j⟩ over the label table."""
+    """φ(x) from a sparse TF-IDF row, scores s_j(x) = ⟨φ(x), w_j⟩ over the label table.
+
+    Initialisation: with ``seed`` an integer, the initial weights are a pure function of it and
+    torch's global RNG is left exactly as it was (the encoder is initialised under a forked CPU
+    RNG seeded with ``seed``; the label rows by :func:`init_label_rows` with ``seed``), so
+    ``XMRModel(D, L, cfg, seed=s)`` equals ``torch.manual_seed(s); XMRModel(D, L, cfg)``.
+    With ``seed=None`` (what the trainer uses: it seeds torch's global RNG with ``cfg.seed``
+    itself, and its dropout stream continues from there) the encoder draws from the global RNG
+    and the label rows are seeded by ``torch.initial_seed()``.
+    """
 
     def __init__(self, num_features: int, num_labels: int, cfg: ModelConfig,
-                 process_group=None):
+                 process_group=None, seed: Optional[int] = None):
         super().__init__()
-        from xmr.models import ShardedLabelTable, SparseEncoder
+        if seed is not None:
+            seed = check_int("seed", seed, 0)
+            with torch.random.fork_rng(devices=[]):
+                torch.random.default_generator.manual_seed(seed)
+                self._build(num_features, num_labels, cfg, process_group, seed)
+        else:
+            self._build(num_features, num_labels, cfg, process_group, torch.initial_seed())
 
+    def _build(self, num_features, num_labels, cfg, process_group, seed: int) -> None:
         self.num_features = int(num_features)
         self.num_labels = int(num_labels)
         self.cfg = cfg
@@ -77,12 +104,10 @@ class XMRModel(nn.Module):
                                      dropout=cfg.dropout, sparse=cfg.sparse_input)
         self.label_table = ShardedLabelTable(num_labels, cfg.dim, num_shards=cfg.num_shards,
                                              bias=cfg.label_bias, process_group=process_group)
-        init_label_rows(self.label_table, seed=torch.initial_seed())
+        init_label_rows(self.label_table, seed=seed)
 
     def embed(self, X: sp.csr_matrix, rows: Optional[np.ndarray] = None) -> torch.Tensor:
         """φ(x) for the given rows of ``X`` → ``f32[len(rows), dim]``."""
-        from xmr.models import csr_to_bag
-
         if X.shape[1] > self.num_features:
             raise MetadataMismatchError(
                 f"the input has {X.shape[1]} feature columns; the model was trained on "
@@ -104,8 +129,7 @@ class XMRModel(nn.Module):
         """Exact top-k labels of every row: ``(scores f32[n, k], ids i64[n, k])``, −1 padded."""
         from tqdm.auto import tqdm
 
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k: expected an integer >= 1, got {k!r}")
+        k = check_int("k", k, 1)
         was_training = self.training
         self.eval()
         n = X.shape[0]
@@ -119,12 +143,14 @@ class XMRModel(nn.Module):
         return scores, ids
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path, train_config: Optional[TrainConfig] = None, extra: Optional[dict] = None,
+    def save(self, path, train_config=None, extra: Optional[dict] = None,
              state: Optional[dict] = None) -> Path:
-        """Write the model folder atomically. ``state`` overrides the state dict (a distributed
-        run passes the full, gathered label table so that one process can load the model)."""
+        """Write the model folder atomically. ``train_config`` (a
+        :class:`~xmr.train.config.TrainConfig`, anything with ``to_dict()``) is recorded;
+        ``state`` overrides the state dict (a distributed run passes the full, gathered label
+        table so that one process can load the model)."""
         meta = {
-            "format": "xmr-model",
+            "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "xmr_version": xmr.__version__,
             "num_features": self.num_features,
@@ -149,42 +175,22 @@ class XMRModel(nn.Module):
         ``format_version`` newer than this xmr reads, a ``weights.pt`` that torch refuses to load
         safely, is truncated, does not match the config, or holds NaN/inf weights.
         """
-        from xmr.train.config import _from_dict
-        from xmr.errors import ConfigError
-        from xmr.utils.validation import read_json
-
         path = Path(path)
         cfg_path = path / "config.json"
-        if not cfg_path.is_file():
-            raise FormatError(cfg_path, None, "an xmr model folder with config.json", "no such file")
-        meta = read_json(cfg_path, "the JSON object of an xmr model")
-        if meta.get("format") != "xmr-model":
-            raise FormatError(cfg_path, None, "format 'xmr-model'", repr(meta.get("format")))
-        version = meta.get("format_version")
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise FormatError(cfg_path, None, "an integer format_version", repr(version))
-        if version > FORMAT_VERSION:
-            raise FormatError(cfg_path, None, f"format_version <= {FORMAT_VERSION} (what this xmr "
-                              f"{xmr.__version__} reads; upgrade xmr)", repr(version))
+        meta = read_meta(cfg_path, FORMAT, FORMAT_VERSION, "an xmr model")
         for key in ("num_features", "num_labels"):
             v = meta.get(key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise FormatError(cfg_path, None, f"{key}: a positive integer", repr(v))
-        if not isinstance(meta.get("model"), dict):
-            raise FormatError(cfg_path, None, "model: an object of model settings",
-                              repr(meta.get("model")))
-        try:
-            mcfg = _from_dict(ModelConfig, meta["model"], "model.")
-            mcfg.validate()
-        except ConfigError as exc:
-            raise FormatError(cfg_path, None, "valid model settings", str(exc)) from None
+        mcfg = read_section(cfg_path, meta, "model", ModelConfig)
         if expect_num_labels is not None and meta["num_labels"] != expect_num_labels:
             raise MetadataMismatchError(
                 f"model {path} was trained for {meta['num_labels']} labels; the data has {expect_num_labels}")
         if expect_num_features is not None and meta["num_features"] != expect_num_features:
             raise MetadataMismatchError(
                 f"model {path} expects {meta['num_features']} input features; the data has {expect_num_features}")
-        model = cls(meta["num_features"], meta["num_labels"], mcfg)
+        # seeded: the weights are overwritten below, and loading leaves torch's RNG untouched
+        model = cls(meta["num_features"], meta["num_labels"], mcfg, seed=0)
         weights = path / "weights.pt"
         if not weights.is_file():
             raise FormatError(weights, None, "the weights of the model", "no such file")
@@ -210,3 +216,21 @@ class XMRModel(nn.Module):
         model.meta = meta
         model.eval()
         return model
+
+
+def load_label_table(model_dir) -> np.ndarray:
+    """The label table ``f32[L, d]`` of a saved model folder (``weights.pt``, key
+    ``label_table.weight``), read without building the model — what a label index is built
+    from."""
+    path = Path(model_dir) / "weights.pt"
+    if not path.is_file():
+        raise FormatError(path, None, "the weights.pt of a saved xmr model", "no such file")
+    state = load_torch(path)
+    key = "label_table.weight"
+    if not isinstance(state, dict) or key not in state:
+        keys = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
+        raise FormatError(path, None, f"a state dict with key {key!r}", f"keys {keys}")
+    w = state[key]
+    if w.ndim != 2:
+        raise FormatError(path, None, f"{key} of shape [L, d]", f"shape {tuple(w.shape)}")
+    return w.detach().float().cpu().numpy()
