@@ -13,7 +13,7 @@ expected and what came.
 ``evaluate(model, data)``   P@k, nDCG@k, PSP@k … with the filter-pairs rule (:mod:`xmr.eval.model_eval`)
 ``load_model(path)``        a saved :class:`~xmr.train.model.XMRModel` (``.predict(X, k)``)
 ``load_predictor(path)``    a model trained on text, predicting label names for raw text
-``build_index(model)``      a FAISS :class:`~xmr.negatives.index.LabelIndex` over the label table
+``build_index(model)``      a FAISS :class:`~xmr.index.LabelIndex` over the label table
 ``embed(model, X)``         query embeddings ``f32[n, d]`` for ``index.search``
 =========================  ===================================================================
 """
@@ -148,7 +148,7 @@ def embed(model, X):
 def build_index(model, factory: str = "HNSW32", metric: str = "ip", **params):
     """A FAISS label index over the label table of ``model`` (object, RunResult or folder);
     search it with ``index.search(embed(model, X), k) → (scores f32[n,k], ids i64[n,k])``."""
-    from xmr.negatives.index import LabelIndex
+    from xmr.index.label_index import LabelIndex
 
     if isinstance(model, (str, os.PathLike)):
         from xmr.cli.cmd_index import load_label_table

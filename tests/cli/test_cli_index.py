@@ -6,8 +6,9 @@ import pytest
 pytest.importorskip("faiss")
 
 from xmr.cli.main import main  # noqa: E402
-from xmr.negatives.index import (LabelIndex, exact_search, omp_threads, planted_labels,  # noqa: E402
-                                 planted_queries)
+from xmr.data.planted import planted_labels, planted_queries  # noqa: E402
+from xmr.index import LabelIndex, exact_search  # noqa: E402
+from xmr.utils.threads import omp_threads  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -125,7 +125,7 @@ def run(args) -> int:
     import numpy as np
 
     from xmr.errors import XMRError
-    from xmr.negatives.index import LabelIndex
+    from xmr.index.label_index import LabelIndex
     from xmr.utils.atomic import atomic_open
 
     action = getattr(args, "action", None)

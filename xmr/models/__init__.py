@@ -7,7 +7,6 @@ Public API:
 * :class:`SparseEncoder`, :class:`DenseEncoder`, :func:`csr_to_bag` — φ(x).
 * :class:`RowAdagrad` — row-wise Adagrad for the table (sparse or dense gradients).
 * :func:`exact_softmax_reference` — the dense reference of the full softmax loss.
-* :func:`merge_topk` — merge of sorted per-shard top-k lists (Numba kernel wrapper).
 
 Importing this package imports torch but compiles no Numba kernel and imports no faiss.
 """
@@ -16,7 +15,6 @@ from xmr.models.encoders import DenseEncoder, SparseEncoder, csr_to_bag
 from xmr.models.exact_softmax import ExactSoftmaxFunction, exact_softmax_reference
 from xmr.models.label_table import ShardedLabelTable
 from xmr.models.optim import RowAdagrad
-from xmr.models.topk import merge_topk
 
 __all__ = [
     "DenseEncoder",
@@ -26,5 +24,4 @@ __all__ = [
     "SparseEncoder",
     "csr_to_bag",
     "exact_softmax_reference",
-    "merge_topk",
 ]
