@@ -136,7 +136,8 @@ def test_build_from_model_uses_mips_by_default(tmp_path, capsys):
         assert out.startswith("built HNSW32 index (MIPS->L2) over 10000 labels of dim 32 "
                               if name == "mips" else "built HNSW32 index over 10000 labels")
         assert main(["index", "search", "--index", str(tmp_path / name), "--queries",
-                     str(tmp_path / "q.npy"), "-k", "10", "--out", str(tmp_path / f"{name}.npz")]) == 0
+                     str(tmp_path / "q.npy"), "-k", "10",
+                     "--out", str(tmp_path / f"{name}.npz")]) == 0
         capsys.readouterr()
         got = np.load(tmp_path / f"{name}.npz")
         recall[name] = knn_recall(got["ids"], exact)

@@ -231,9 +231,9 @@ class LabelIndex:
         except RuntimeError as exc:
             why = str(exc).strip().splitlines()[-1]
             why = why.split("failed: ", 1)[-1]  # drop FAISS's C++ source location
+            mips = " (d+1 of the MIPS reduction)" if self.mips else ""
             raise ValueError(f"factory: {resolved!r} is not a valid FAISS index for dim "
-                             f"{self._faiss_dim}{' (d+1 of the MIPS reduction)' if self.mips else ''}"
-                             f": {why}") from None
+                             f"{self._faiss_dim}{mips}: {why}") from None
         inner = _inner(index)
         for obj in (getattr(inner, "cp", None), getattr(getattr(inner, "pq", None), "cp", None)):
             if obj is not None:
