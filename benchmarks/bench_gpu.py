@@ -262,7 +262,8 @@ def faiss_gpu_bench(args) -> dict:
         return {"status": f"no GPU faiss (faiss not installed: {type(e).__name__})"}
     if fa.get_num_gpus() <= 0:
         return {"status": "no GPU faiss", "faiss_version": getattr(fa, "__version__", "?")}
-    from xmr.negatives.index import LabelIndex, planted_labels, planted_queries
+    from xmr.data.planted import planted_labels, planted_queries
+    from xmr.index import LabelIndex
 
     L, d = args.faiss_labels, 256
     W = planted_labels(L, d, seed=0)

@@ -1,9 +1,9 @@
 """Label index benchmark: build time, queries/s and k-recall@10 against exact search.
 
 For each label count L and dimension d, on planted (clustered) label embeddings
-(:func:`xmr.negatives.index.planted_labels`, queries near random labels), the script measures
+(:func:`xmr.data.planted.planted_labels`, queries near random labels), the script measures
 every factory's build time, its search throughput (best of N) and its k-recall@10 against
-:func:`~xmr.negatives.index.exact_search`, and reports the speed-up over the exact FAISS
+:func:`xmr.index.exact_search`, and reports the speed-up over the exact FAISS
 ``Flat`` index measured side by side in the same run (the ratio is the figure; absolute times
 drift with the load of the shared machine).
 
@@ -27,9 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from benchmarks._common import best_time, write_result  # noqa: E402
-from xmr.negatives.index import (LabelIndex, exact_search, knn_recall, mips_augment,  # noqa: E402
-                                 mips_augment_queries, omp_threads,
-                                 planted_labels, planted_queries)
+from xmr.data.planted import planted_labels, planted_queries  # noqa: E402
+from xmr.eval.recall import knn_recall  # noqa: E402
+from xmr.index import LabelIndex, exact_search  # noqa: E402
+from xmr.utils.threads import omp_threads  # noqa: E402
 
 log = logging.getLogger("bench_index")
 
@@ -53,18 +54,15 @@ def bench_table(W: np.ndarray, Q: np.ndarray, factories, k: int, repeat: int, so
     flat_qps = None
     for factory in factories:
         t0 = time.perf_counter()
-        if mips:  # inner product reduced to L2 (the miner's default), same ranking
-            index = LabelIndex.build(mips_augment(W), factory=factory, metric="l2", use_gpu="auto")
-            Qs = mips_augment_queries(Q)
-        else:
-            index = LabelIndex.build(W, factory=factory, use_gpu="auto")
-            Qs = Q
+        # mips: inner product reduced to L2 (the miner's and `xmr index build --model`'s
+        # default), same ranking
+        index = LabelIndex.build(W, factory=factory, use_gpu="auto", mips=mips)
         build_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        _, ids = index.search(Qs, k)
+        _, ids = index.search(Q, k)
         t = time.perf_counter() - t0
         if t < slow_s:  # best of N only where one search is short enough to be noisy
-            t = min(t, best_time(lambda: index.search(Qs, k), repeat=repeat, warmup=0))
+            t = min(t, best_time(lambda: index.search(Q, k), repeat=repeat, warmup=0))
         row = {**base, "factory": factory + (" (MIPS→L2)" if mips else ""),
                "resolved_factory": index.shards_[0].factory,
                "search_params": index.search_params, "build_s": round(build_s, 3),

@@ -98,7 +98,7 @@ def _worker(cfg: dict) -> dict:
     import torch
 
     from xmr.models import DenseEncoder, RowAdagrad, ShardedLabelTable
-    from xmr.negatives.index import default_nlist
+    from xmr.index.label_index import default_nlist
     from xmr.negatives.miner import HardNegativeMiner
     from xmr.objectives.config import LossConfig
     from xmr.objectives.loss import UnifiedObjective

@@ -60,7 +60,7 @@ FEATURES_PER_ROW = {"bow": 100, "lf": 8}  # assumed when the dataset is not prep
 CPU_ALTERNATIVE = ["loss.preset=sampled", "loss.num_random=16384"]
 CPU_ALT_ABOVE_S = 3600.0
 KMEANS_ITERS = 25           # FAISS's default
-IVF_POINTS_PER_LIST = 64    # xmr.negatives.index default
+IVF_POINTS_PER_LIST = 64    # xmr.index.label_index default
 
 
 # --------------------------------------------------------------------------------------------

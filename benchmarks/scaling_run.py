@@ -252,7 +252,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from xmr.negatives.index import omp_threads
+    from xmr.utils.threads import omp_threads
 
     torch.set_num_threads(cfg["threads"])  # a script's own process: nothing to restore
     data = make_data(cfg, cache)

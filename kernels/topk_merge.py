@@ -4,9 +4,11 @@ Exact top-k over millions of labels is computed shard by shard (and chunk by chu
 shard, and rank by rank in a distributed run); each piece yields, for every query, a list of its
 best ``(score, label id)`` pairs sorted under the order "higher score first, then lower label
 id". ``topk_merge`` merges ``m`` such lists per query into the global top-``k`` under the same
-order. Lists are padded at their tail with id ``-1`` (their score is ignored); the output is
-padded with id ``-1`` and score ``-inf`` when fewer than ``k`` valid entries exist in total,
-e.g. when ``k`` exceeds the number of labels.
+order. Lists are padded at their tail with id ``-1`` (their score is ignored). When fewer than
+``k`` valid entries exist in total (e.g. ``k`` exceeds the number of labels) the kernel writes
+only the valid head of the output row and leaves the tail as the caller filled it: the padding
+value is the caller's (:func:`xmr.index.exact.merge_topk` pre-fills id ``-1`` and score
+``PAD_SCORE``).
 
 The kernel is an m-way merge with one read pointer per list: O(n · k · m) comparisons and no
 temporary array. ``topk_merge_ref`` is the numpy reference built on a full lexsort;
@@ -28,8 +30,8 @@ def topk_merge(scores, ids, k, out_scores, out_ids):
 
     scores: float32[m, n, kk] and ids: int64[m, n, kk], each ``[j, q, :]`` sorted by (score
     descending, id ascending) and padded at its tail with id ``-1``; the lists of one query hold
-    distinct ids. out_scores: float32[n, k], out_ids: int64[n, k] (written; ``-inf`` / ``-1``
-    padding).
+    distinct ids. out_scores: float32[n, k], out_ids: int64[n, k], pre-filled with the
+    padding; the first ``min(k, #valid entries)`` of each row are written.
     """
     m = scores.shape[0]
     n = scores.shape[1]
@@ -61,16 +63,13 @@ def topk_merge(scores, ids, k, out_scores, out_ids):
             out_ids[q, r] = bi
             pos[best] += 1
             r += 1
-        while r < k:
-            out_scores[q, r] = -np.inf
-            out_ids[q, r] = -1
-            r += 1
 
 
-def topk_merge_ref(scores: np.ndarray, ids: np.ndarray, k: int):
-    """Numpy reference of :func:`topk_merge`: returns ``(scores f32[n, k], ids i64[n, k])``."""
+def topk_merge_ref(scores: np.ndarray, ids: np.ndarray, k: int, pad_score: float):
+    """Numpy reference of :func:`topk_merge` on outputs pre-filled with id ``-1`` and score
+    ``pad_score``: returns ``(scores f32[n, k], ids i64[n, k])``."""
     m, n, kk = scores.shape
-    out_s = np.full((n, k), -np.inf, dtype=np.float32)
+    out_s = np.full((n, k), pad_score, dtype=np.float32)
     out_i = np.full((n, k), -1, dtype=np.int64)
     for q in range(n):
         s = scores[:, q, :].reshape(-1)

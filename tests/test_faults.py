@@ -82,7 +82,7 @@ def test_npz_write_on_a_full_disk_keeps_the_old_file_and_names_it(tmp_path, monk
 
 
 def _index(tmp_path, seed=0):
-    from xmr.negatives.index import LabelIndex
+    from xmr.index import LabelIndex
 
     emb = np.random.default_rng(seed).random((30, 4), dtype=np.float32)
     return LabelIndex.build(emb, factory="Flat"), emb
@@ -93,7 +93,7 @@ def test_cli_index_build_fault_is_one_line_and_keeps_the_old_index(tmp_path, mon
                                                                    fault):
     import tempfile
 
-    from xmr.negatives.index import LabelIndex
+    from xmr.index import LabelIndex
     from xmr.utils.optional import faiss
 
     old, emb = _index(tmp_path)

@@ -13,7 +13,7 @@ expected and what came.
 ``evaluate(model, data)``   P@k, nDCG@k, PSP@k … with the filter-pairs rule (:mod:`xmr.eval.model_eval`)
 ``load_model(path)``        a saved :class:`~xmr.models.XMRModel` (``.predict(X, k)``)
 ``load_predictor(path)``    a model trained on text, predicting label names for raw text
-``build_index(model)``      a FAISS :class:`~xmr.negatives.index.LabelIndex` over the label table
+``build_index(model)``      a FAISS :class:`~xmr.index.LabelIndex` over the label table (MIPS→L2)
 ``embed(model, X)``         query embeddings ``f32[n, d]`` for ``index.search``
 =========================  ===================================================================
 """
@@ -145,10 +145,19 @@ def embed(model, X):
     return out
 
 
-def build_index(model, factory: str = "HNSW32", metric: str = "ip", **params):
+def build_index(model, factory: str = "HNSW32", metric: str = "ip", mips: Optional[bool] = None,
+                **params):
     """A FAISS label index over the label table of ``model`` (object, RunResult or folder);
-    search it with ``index.search(embed(model, X), k) → (scores f32[n,k], ids i64[n,k])``."""
-    from xmr.negatives.index import LabelIndex
+    search it with ``index.search(embed(model, X), k) → (scores f32[n,k], ids i64[n,k])`` or
+    pass it to ``model.predict(X, k, index=index)``.
+
+    ``mips`` (default: on for ``metric="ip"``) indexes the table after the MIPS→L2 reduction
+    (:mod:`xmr.index.mips`): the same ranking, and approximate factories keep their recall on a
+    trained table, whose row norms vary with label frequency. ``params`` go to
+    :meth:`~xmr.index.LabelIndex.build` (``shards``, ``use_gpu``, ``seed``, ``nlist``,
+    ``nprobe``, ``efSearch``, ...). The label bias, if the model has one, is not indexed.
+    """
+    from xmr.index.label_index import LabelIndex
 
     if isinstance(model, (str, os.PathLike)):
         from xmr.models.xmr_model import load_label_table
@@ -156,4 +165,5 @@ def build_index(model, factory: str = "HNSW32", metric: str = "ip", **params):
         emb = load_label_table(model)
     else:
         emb = _model(model).label_table.weight_numpy()
-    return LabelIndex.build(emb, factory=factory, metric=metric, **params)
+    return LabelIndex.build(emb, factory=factory, metric=metric,
+                            mips=(metric == "ip") if mips is None else mips, **params)

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from xmr.index.exact import PAD_SCORE, merge_topk
 from xmr.kernels.topk_merge import topk_merge_ref
-from xmr.models import ShardedLabelTable, merge_topk
+from xmr.models import ShardedLabelTable
 
 
 def _random_lists(gen, m, n, kk, id_space, tie_levels=None):
@@ -38,11 +39,11 @@ def test_merge_kernel_matches_reference(m, n, kk, k, ties):
     gen = np.random.default_rng(m * 100 + k)
     scores, ids = _random_lists(gen, m, n, kk, id_space=m * kk + 7, tie_levels=ties)
     got_s, got_i = merge_topk(scores, ids, k)
-    ref_s, ref_i = topk_merge_ref(scores, ids, k)
+    ref_s, ref_i = topk_merge_ref(scores, ids, k, PAD_SCORE)
     np.testing.assert_array_equal(got_i, ref_i)
     np.testing.assert_array_equal(got_s, ref_s)
     assert got_s.dtype == np.float32 and got_i.dtype == np.int64
-    assert np.all(got_s[got_i == -1] == -np.inf)
+    assert np.all(got_s[got_i == -1] == PAD_SCORE)
 
 
 def test_merge_rejects_bad_shapes():
@@ -72,7 +73,7 @@ def test_table_topk_matches_dense(L, num_shards, label_chunk, query_chunk, k, bi
     ref = torch.topk(z, kk, dim=1)
     np.testing.assert_array_equal(i[:, :kk], ref.indices.numpy())
     np.testing.assert_allclose(s[:, :kk], ref.values.numpy(), rtol=1e-6, atol=1e-6)
-    assert np.all(i[:, kk:] == -1) and np.all(s[:, kk:] == -np.inf)
+    assert np.all(i[:, kk:] == -1) and np.all(s[:, kk:] == PAD_SCORE)
 
 
 def test_topk_ties_broken_by_lower_id():

@@ -7,8 +7,10 @@ import pytest
 
 pytest.importorskip("faiss")
 
-from xmr.negatives.index import exact_search, omp_threads, planted_labels, planted_queries  # noqa: E402
+from xmr.data.planted import planted_labels, planted_queries  # noqa: E402
+from xmr.index import exact_search  # noqa: E402
 from xmr.negatives.miner import HardNegativeMiner  # noqa: E402
+from xmr.utils.threads import omp_threads  # noqa: E402
 
 L, D, B = 2000, 16, 64
 
@@ -170,7 +172,7 @@ def test_validation_messages(data):
 def test_mips_to_l2_keeps_the_inner_product_ranking():
     """The Bachrach et al. reduction: exact L2 search over augmented rows returns the exact
     inner-product top-k, also when row norms vary a lot (as in a trained label table)."""
-    from xmr.negatives.index import exact_search, mips_augment, mips_augment_queries
+    from xmr.index.mips import mips_augment, mips_augment_queries
 
     rng = np.random.default_rng(0)
     W = (rng.normal(size=(500, 16)) * rng.lognormal(0, 1, size=(500, 1))).astype(np.float32)

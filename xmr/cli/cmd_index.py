@@ -12,6 +12,7 @@ Build a FAISS index over label embeddings and search it.
 
   xmr index build --embeddings labels.npy --out idx/ --factory HNSW32 --set efSearch=256
   xmr index build --model runs/model/ --out idx/ --factory 'IVF{nlist},Flat' --set nprobe=64
+  xmr index build --model runs/model/ --out idx/ --no-mips     # raw inner product
   xmr index search --index idx/ --queries q.npy -k 10 --out top10.npz
   xmr index search --index idx/ --model runs/model/ --dataset NAME|PATH [--split test] -k 10
 
@@ -20,6 +21,13 @@ folder whose weights.pt holds the label table under the key 'label_table.weight'
 strings: Flat, IVF{nlist},Flat ({nlist} = about 4*sqrt(L) unless --set nlist=N), HNSW32,
 IVF{nlist},PQ16, ... --set takes build parameters (nlist, efConstruction) and search parameters
 (nprobe, efSearch, ...), which are saved with the index; `search --set` overrides the latter.
+
+--mips indexes [w, sqrt(M^2 - ||w||^2)] under L2 and searches with [q, 0] (Bachrach et al.
+2014): the same ranking as the inner product, but HNSW and IVF keep their recall when the row
+norms vary, as in a trained label table (HNSW32 10-recall@10 on a debian-deps model: 0.80 raw,
+0.97 with the reduction). It is the default with --model (and --metric ip), off with
+--embeddings; the index records it and `search` applies the query side and returns inner
+products.
 """
 
 
@@ -36,6 +44,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--out", type=Path, required=True, metavar="DIR", help="index folder to write")
     b.add_argument("--factory", default="HNSW32", help="FAISS factory string (default HNSW32)")
     b.add_argument("--metric", default="ip", choices=["ip", "l2"], help="default ip")
+    b.add_argument("--mips", action=argparse.BooleanOptionalAction, default=None,
+                   help="MIPS->L2 reduction (default: on with --model and --metric ip, off with "
+                        "--embeddings)")
     b.add_argument("--shards", type=int, default=1, help="label-range shards (default 1)")
     b.add_argument("--gpu", default="auto", choices=["auto", "yes", "no"],
                    help="use a GPU when FAISS sees one (default auto)")
@@ -106,7 +117,7 @@ def run(args) -> int:
     import numpy as np
 
     from xmr.errors import XMRError
-    from xmr.negatives.index import LabelIndex
+    from xmr.index.label_index import LabelIndex
     from xmr.utils.atomic import atomic_open
 
     action = getattr(args, "action", None)
@@ -114,23 +125,26 @@ def run(args) -> int:
         raise XMRError("expected an action, build or search (see `xmr index --help`)")
     params = _parse_params(args.params)
     if action == "build":
+        opts = dict(factory=args.factory, metric=args.metric, shards=args.shards, seed=args.seed,
+                    use_gpu={"auto": "auto", "yes": True, "no": False}[args.gpu], **params)
         if args.embeddings:
             emb = _load_matrix(args.embeddings, "label embeddings [L, d]")
-        else:
-            from xmr.models.xmr_model import load_label_table
-
-            emb = load_label_table(args.model)
         t0 = time.perf_counter()
         try:
-            index = LabelIndex.build(emb, factory=args.factory, metric=args.metric,
-                                     shards=args.shards, seed=args.seed,
-                                     use_gpu={"auto": "auto", "yes": True, "no": False}[args.gpu],
-                                     **params)
+            if args.embeddings:
+                index = LabelIndex.build(emb, mips=bool(args.mips), **opts)
+            else:
+                from xmr.api import build_index
+
+                index = build_index(args.model, mips=args.mips, **opts)  # reads weights.pt
+        except XMRError:
+            raise
         except (ValueError, TypeError) as exc:
             raise XMRError(str(exc)) from None
         dt = time.perf_counter() - t0
         index.save(args.out)
-        print(f"built {index.factory} index over {index.num_labels} labels of dim {index.dim} "
+        print(f"built {index.factory} index{' (MIPS->L2)' if index.mips else ''} over "
+              f"{index.num_labels} labels of dim {index.dim} "
               f"({len(index.shards_)} shard(s)) in {dt:.2f}s; search params "
               f"{index.search_params}; saved to {args.out}")
         return 0

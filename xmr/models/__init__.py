@@ -9,7 +9,6 @@ Public API:
 * :class:`SparseEncoder`, :class:`DenseEncoder`, :func:`csr_to_bag` — φ(x).
 * :class:`RowAdagrad` — row-wise Adagrad for the table (sparse or dense gradients).
 * :func:`exact_softmax_reference` — the dense reference of the full softmax loss.
-* :func:`merge_topk` — merge of sorted per-shard top-k lists (Numba kernel wrapper).
 
 The names are imported on first use (PEP 562), so ``import xmr.models.config`` (which
 :mod:`xmr.train.config` does) imports no torch; any of the torch-backed names imports torch but
@@ -26,7 +25,6 @@ _LAZY = {
     "exact_softmax_reference": "xmr.models.exact_softmax",
     "ShardedLabelTable": "xmr.models.label_table",
     "RowAdagrad": "xmr.models.optim",
-    "merge_topk": "xmr.models.topk",
     "ModelConfig": "xmr.models.config",
     "XMRModel": "xmr.models.xmr_model",
 }

@@ -394,10 +394,11 @@ class ShardedLabelTable(nn.Module):
              ) -> Tuple[np.ndarray, np.ndarray]:
         """Exact top-``k`` labels of each row: ``(scores f32[n, k], ids i64[n, k])``.
 
-        Rows are sorted by score (descending, ties by lower id); ids are global, padded with -1
-        (score -inf) when k > L. Queries are processed ``query_chunk`` at a time and labels
-        ``label_chunk`` at a time (peak extra memory ≈ 4 · query_chunk · label_chunk bytes);
-        the per-chunk lists are merged by the Numba kernel ``xmr.kernels.topk_merge``. In a
+        xmr's top-k contract (:mod:`xmr.index.exact`): rows sorted by score (descending, ties
+        by lower id); ids are global, padded with -1 (score ``PAD_SCORE`` = -FLT_MAX) when
+        k > L. Queries are processed ``query_chunk`` at a time and labels ``label_chunk`` at a
+        time (peak extra memory ≈ 4 · query_chunk · label_chunk bytes); the per-chunk lists are
+        merged by :func:`xmr.index.exact.merge_topk` (Numba kernel). In a
         distributed run every rank returns the results of its own rows over all L labels.
         """
         from xmr.models.topk import exact_topk  # imports the Numba kernel lazily

@@ -1,14 +1,16 @@
-"""Exact top-k prediction over a sharded label table (DESIGN.md §4.3).
+"""Exact top-k prediction over a sharded label table (DESIGN.md §4.3), in torch.
 
 For each chunk of queries, every label chunk (inside every shard, on every rank) yields a sorted
-top-k list per query; the lists are merged into the global top-k by the Numba kernel
-:func:`xmr.kernels.topk_merge.topk_merge`. Memory stays at O(query_chunk × label_chunk) however
+top-k list per query (:func:`_sorted_topk`, on the table's device); the lists are merged into
+the global top-k by :class:`xmr.index.exact.RunningTopK` — the merge the numpy reference
+:func:`xmr.index.exact_search` uses too. Memory stays at O(query_chunk × label_chunk) however
 many labels and queries there are.
 
-Results follow the faiss ``search`` contract: ``scores f32[n, k]`` sorted descending (ties by
-lower label id), ``ids i64[n, k]`` global label ids, padded with id -1 and score -inf when k
-exceeds the number of labels. Of several labels tied exactly at the k-th place, the lower ids
-are kept: the result is the first k of a stable sort by descending score.
+Results follow xmr's one top-k contract (:mod:`xmr.index.exact`): ``scores f32[n, k]`` sorted
+descending, equal scores by lower label id, ``ids i64[n, k]`` global label ids, padded with
+id -1 and score ``PAD_SCORE`` (-FLT_MAX) when k exceeds the number of labels. Of several labels
+tied exactly at the k-th place, the lower ids are kept: the result is the first k of a stable
+sort by descending score.
 """
 
 from __future__ import annotations
@@ -18,31 +20,9 @@ from typing import Tuple
 import numpy as np
 import torch
 
+from xmr.index.exact import PAD_ID, PAD_SCORE, RunningTopK, merge_topk
 from xmr.models.exact_softmax import chunk_bounds
 from xmr.utils.validation import check_int
-
-_MERGE_EVERY = 16  # chunk lists merged into the running top-k at once
-
-
-def merge_topk(scores: np.ndarray, ids: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Merge sorted lists ``scores f32[m, n, kk]``, ``ids i64[m, n, kk]`` into the top-``k``.
-
-    Each ``[j, q, :]`` is sorted by (score desc, id asc) and padded at its tail with id -1.
-    Returns ``(f32[n, k], i64[n, k])`` padded with -inf / -1. Validates, then calls the kernel.
-    """
-    scores = np.ascontiguousarray(scores, dtype=np.float32)
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
-    if scores.ndim != 3 or scores.shape != ids.shape:
-        raise ValueError(f"merge_topk: expected scores and ids of one shape [m, n, kk], got "
-                         f"{list(scores.shape)} and {list(ids.shape)}")
-    check_int("k", k, 1)
-    from xmr.kernels.topk_merge import topk_merge  # compiles on first use
-
-    n = scores.shape[1]
-    out_s = np.empty((n, int(k)), dtype=np.float32)
-    out_i = np.empty((n, int(k)), dtype=np.int64)
-    topk_merge(scores, ids, np.int64(k), out_s, out_i)
-    return out_s, out_i
 
 
 def _sorted_topk(z: torch.Tensor, k: int, id0: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -92,30 +72,19 @@ def exact_topk(table, emb, k: int, query_chunk: int = 4096, label_chunk: int = 8
         Q, row0 = emb, 0
     N = Q.shape[0]
     chunks = chunk_bounds(table.shard_bounds, int(label_chunk))
-    out_s = np.full((N, k), -np.inf, dtype=np.float32)
-    out_i = np.full((N, k), -1, dtype=np.int64)
+    out_s = np.full((N, k), PAD_SCORE, dtype=np.float32)
+    out_i = np.full((N, k), PAD_ID, dtype=np.int64)
     for q0 in range(0, N, query_chunk):
         Qc = Q[q0:q0 + query_chunk]
         nq = Qc.shape[0]
-        # lists[0] holds the running top-k; up to _MERGE_EVERY chunk lists are merged into it
-        # at a time, so memory stays O(_MERGE_EVERY · nq · k) however many chunks there are
-        lists_s = np.full((_MERGE_EVERY + 1, nq, k), -np.inf, dtype=np.float32)
-        lists_i = np.full((_MERGE_EVERY + 1, nq, k), -1, dtype=np.int64)
-        used = 1
-        for j, (c0, c1) in enumerate(chunks):
+        top = RunningTopK(nq, k)
+        for c0, c1 in chunks:
             z = (Qc @ W[c0:c1].T).float()
             if bias is not None:
                 z += bias[c0:c1].float()
-            kk = min(k, c1 - c0)
-            v, i = _sorted_topk(z, kk, table.lo + c0)
-            lists_s[used, :, :kk] = v.cpu().numpy()
-            lists_i[used, :, :kk] = i.cpu().numpy()
-            lists_s[used, :, kk:], lists_i[used, :, kk:] = -np.inf, -1
-            used += 1
-            if used == _MERGE_EVERY + 1 or j == len(chunks) - 1:
-                lists_s[0], lists_i[0] = merge_topk(lists_s[:used], lists_i[:used], k)
-                used = 1
-        out_s[q0:q0 + nq], out_i[q0:q0 + nq] = lists_s[0], lists_i[0]
+            v, i = _sorted_topk(z, min(k, c1 - c0), table.lo + c0)
+            top.add(v.cpu().numpy(), i.cpu().numpy())
+        out_s[q0:q0 + nq], out_i[q0:q0 + nq] = top.result()
     if comm.distributed:
         # every rank's lists for all N queries → merge the world lists
         dev = emb.device

@@ -125,11 +125,31 @@ class XMRModel(nn.Module):
 
     @torch.no_grad()
     def predict(self, X: sp.csr_matrix, k: int = 5, batch_size: int = 2048,
-                progress: bool = False) -> Tuple[np.ndarray, np.ndarray]:
-        """Exact top-k labels of every row: ``(scores f32[n, k], ids i64[n, k])``, −1 padded."""
+                progress: bool = False, index=None) -> Tuple[np.ndarray, np.ndarray]:
+        """Top-k labels of every row: ``(scores f32[n, k], ids i64[n, k])``.
+
+        xmr's top-k contract (:mod:`xmr.index.exact`): scores ``s_j(x) = <φ(x), w_j> (+ b_j)``
+        decreasing, equal scores by lower label id, padded with id -1 and score ``PAD_SCORE``.
+        Without ``index`` the top-k is exact (:meth:`ShardedLabelTable.topk`); with ``index``, a
+        :class:`xmr.index.LabelIndex` built on this model's label table (e.g.
+        ``xmr.build_index(model)``), it is that index's search of the embeddings φ(x):
+        approximate unless the factory is ``Flat``.
+        """
         from tqdm.auto import tqdm
 
         k = check_int("k", k, 1)
+        if index is not None:
+            from xmr.index.label_index import LabelIndex
+
+            want = f"a LabelIndex over this model's {self.num_labels} labels of dim {self.cfg.dim}"
+            if not isinstance(index, LabelIndex):
+                raise TypeError(f"index: expected {want}, got {type(index).__name__}")
+            if (index.num_labels, index.dim) != (self.num_labels, self.cfg.dim):
+                raise ValueError(f"index: expected {want}, got one over {index.num_labels} "
+                                 f"labels of dim {index.dim}")
+            if self.label_table.bias is not None:
+                raise ValueError("index: expected a model without label bias (an index scores "
+                                 "<φ(x), w_j> only), got one with model.label_bias = true")
         was_training = self.training
         self.eval()
         n = X.shape[0]
@@ -137,7 +157,11 @@ class XMRModel(nn.Module):
         ids = np.empty((n, k), dtype=np.int64)
         for lo in tqdm(range(0, n, batch_size), disable=not progress, desc="predict", unit="batch"):
             rows = np.arange(lo, min(lo + batch_size, n))
-            s, i = self.label_table.topk(self.embed(X, rows), k)
+            emb = self.embed(X, rows)
+            if index is None:
+                s, i = self.label_table.topk(emb, k)
+            else:
+                s, i = index.search(emb.float().cpu().numpy(), k)
             scores[rows], ids[rows] = np.asarray(s), np.asarray(i)
         self.train(was_training)
         return scores, ids

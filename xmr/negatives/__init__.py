@@ -1,9 +1,9 @@
 """Negatives: samplers with exact expected counts, the in-batch frequency estimator, and the
 assembly of a batch's shared candidate set with its sampled-logit correction (DESIGN.md §5–6).
 
-The FAISS label index and the hard-negative miner live in :mod:`xmr.negatives.index` and
-:mod:`xmr.negatives.miner` (imported on demand: they need faiss). Importing this package
-imports numpy only; the Numba kernels compile on first use.
+The hard-negative miner lives in :mod:`xmr.negatives.miner` (imported on demand: it needs
+faiss); the FAISS label index it searches is :class:`xmr.index.LabelIndex`. Importing this
+package imports numpy only; the Numba kernels compile on first use.
 """
 
 from xmr.negatives.candidates import MASK_VALUE, CandidateBatch, assemble_batch, correct_logits

@@ -1,6 +1,6 @@
 """Hard-negative miner: the student's top-scored wrong labels, from a periodically rebuilt index.
 
-For each query embedding φ(x) the miner searches a :class:`~xmr.negatives.index.LabelIndex`
+For each query embedding φ(x) the miner searches a :class:`~xmr.index.LabelIndex`
 built over the label table W for the top labels by ⟨φ(x), w_j⟩, drops the row's known
 positives, optionally skips the highest-ranked remaining labels (likely unlabelled positives,
 "false negatives"), keeps the next ``k`` and optionally samples ``num_negatives`` of them
@@ -22,7 +22,8 @@ from typing import Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from xmr.negatives.index import LabelIndex, _as_matrix, mips_augment, mips_augment_queries
+from xmr.index.exact import _as_matrix
+from xmr.index.label_index import LabelIndex
 from xmr.utils.validation import check_int
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,9 @@ class HardNegativeMiner:
     num_negatives: sample this many from the shortlist, uniformly without replacement (seeded);
         ``None`` keeps the whole shortlist.
     factory, use_gpu, index_params: how the :class:`LabelIndex` is built and searched.
-    mips_to_l2: index ``[w, sqrt(M² − ||w||²)]`` under L2 instead of ``w`` under inner product
-        (:func:`~xmr.negatives.index.mips_augment`): the same ranking, and approximate indexes
-        keep their recall on trained tables whose row norms vary (default True).
+    mips_to_l2: build the index with the MIPS→L2 reduction (``LabelIndex(..., mips=True)``,
+        :mod:`xmr.index.mips`): the same ranking, and approximate indexes keep their recall on
+        trained tables whose row norms vary (default True).
     seed: seeds the sampling and the index's training.
 
     After ``refresh`` the attribute ``index_`` holds the current index and
@@ -100,12 +101,8 @@ class HardNegativeMiner:
         if W.ndim != 2 or W.shape[0] != self.num_labels:
             raise ValueError(f"W: expected shape ({self.num_labels}, d), got {W.shape}")
         t0 = time.perf_counter()
-        if self.mips_to_l2:
-            self.index_ = LabelIndex.build(mips_augment(W), factory=self.factory, metric="l2",
-                                           use_gpu=self.use_gpu, seed=self.seed, **self.index_params)
-        else:
-            self.index_ = LabelIndex.build(W, factory=self.factory, use_gpu=self.use_gpu,
-                                           seed=self.seed, **self.index_params)
+        self.index_ = LabelIndex.build(W, factory=self.factory, use_gpu=self.use_gpu,
+                                       seed=self.seed, mips=self.mips_to_l2, **self.index_params)
         dt = time.perf_counter() - t0
         self._stats["refreshes"] += 1
         self._stats["refresh_time_s"] += dt
@@ -150,9 +147,7 @@ class HardNegativeMiner:
             raise RuntimeError("HardNegativeMiner.mine: no index yet; call refresh(W) or "
                                "maybe_refresh(step, get_W) first")
         t0 = time.perf_counter()
-        Q = _as_matrix("Q", Q, dim=self.index_.dim - int(self.mips_to_l2))
-        if self.mips_to_l2:
-            Q = mips_augment_queries(Q)
+        Q = _as_matrix("Q", Q, dim=self.index_.dim)
         B = Q.shape[0]
         indptr, ids = _check_csr(B, self.num_labels, pos_indptr, pos_ids)
         max_pos = int(np.diff(indptr).max()) if B else 0

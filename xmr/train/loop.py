@@ -161,7 +161,7 @@ def _save_miner(miner, path: Path) -> None:
 
 
 def _load_miner(miner, path: Path) -> None:
-    from xmr.negatives.index import LabelIndex
+    from xmr.index.label_index import LabelIndex
 
     miner.index_ = LabelIndex.load(path / "index", expect_num_labels=miner.num_labels)
     from xmr.utils.validation import read_json

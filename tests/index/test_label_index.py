@@ -10,8 +10,10 @@ import pytest
 faiss = pytest.importorskip("faiss")
 
 from xmr.errors import FormatError, MetadataMismatchError, MissingDependencyError, XMRError  # noqa: E402
-from xmr.negatives.index import (PAD_SCORE, LabelIndex, exact_search, knn_recall,  # noqa: E402
-                                 omp_threads, planted_labels, planted_queries)
+from xmr.data.planted import planted_labels, planted_queries  # noqa: E402
+from xmr.eval.recall import knn_recall  # noqa: E402
+from xmr.index import PAD_SCORE, LabelIndex, exact_search  # noqa: E402
+from xmr.utils.threads import omp_threads  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -286,7 +288,7 @@ def test_faiss_thread_count_untouched(planted):
 
 
 def test_import_is_cheap():
-    code = ("import sys, xmr.negatives.index, xmr.negatives.miner, xmr.cli.cmd_index; "
+    code = ("import sys, xmr.index, xmr.negatives.miner, xmr.cli.cmd_index; "
             "print(sorted(m for m in ('faiss', 'numba', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

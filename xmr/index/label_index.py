@@ -1,28 +1,36 @@
-"""FAISS label index: approximate top-k labels by inner product, and the exact reference.
+"""FAISS label index: approximate top-k labels by inner product (or L2).
 
 The label index answers "which labels score highest for this query embedding?" over the rows of
 a label embedding table ``W f32[L, d]`` (the student's softmax weights, or any embedding file),
-for top-k inference and for hard-negative mining (:mod:`xmr.negatives.miner`). It wraps a FAISS
-index built from a factory string and gives it xmr's result contract::
+for top-k inference (:meth:`xmr.models.xmr_model.XMRModel.predict` with ``index=``, ``xmr index``)
+and for hard-negative mining (:mod:`xmr.negatives.miner`). It wraps a FAISS index built from a
+factory string and returns xmr's top-k contract (:mod:`xmr.index.exact`)::
 
-    scores f32[n, k], ids i64[n, k]    sorted by decreasing score; rows with fewer than k hits
-                                       are padded with id -1 and score PAD_SCORE (-FLT_MAX)
+    scores f32[n, k], ids i64[n, k]    sorted by decreasing score, equal scores by lower id;
+                                       rows with fewer than k hits are padded with id -1 and
+                                       score PAD_SCORE (-FLT_MAX)
 
 ``ids`` are always *label ids* (rows of the full table), also when the index is split into
 shards over label ranges or across ranks: every shard carries its label offset in an id map.
+Which of several labels tied at the k-th place an approximate (or FAISS ``Flat``) index keeps is
+FAISS's choice; the returned rows are put in contract order.
 
-Every approximate index is tested against :func:`exact_search`, a chunked brute-force top-k,
-with recall floors on planted (clustered) data from :func:`planted_labels` (never pure noise).
+``mips=True`` indexes ``[w, sqrt(M² − ||w||²)]`` under L2 instead of ``w`` under inner product
+(:mod:`xmr.index.mips`): the same ranking, but HNSW and IVF keep their recall when the row
+norms vary, as they do in a trained label table. Queries are transformed and scores mapped back
+to inner products inside :meth:`LabelIndex.search`; the saved index records the reduction.
+
+Every approximate index is tested against :func:`xmr.index.exact.exact_search`, with recall
+floors on planted (clustered) data from :func:`xmr.data.planted.planted_labels`.
 
 Threading: nothing here changes FAISS's process-global OpenMP thread count; use
-:func:`omp_threads` to change it for a block of code (it restores the previous value).
+:func:`xmr.utils.threads.omp_threads` to change it for a block of code.
 
 FAISS is imported lazily (:func:`xmr.utils.optional.faiss`), so importing this module is cheap.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -30,23 +38,22 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from xmr.errors import FormatError, MetadataMismatchError, XMRError
+from xmr.index.exact import METRICS, _as_matrix, _check_k, sort_rows
+from xmr.index.mips import max_row_norm, mips_augment, mips_augment_queries, mips_scores
 from xmr.utils.atomic import atomic_dir, atomic_open
 from xmr.utils.optional import faiss as _faiss
 
 log = logging.getLogger(__name__)
 
-#: Score given to padded results (id -1). Finite (FAISS's own -FLT_MAX for inner product) so
-#: that a padded row can never turn a softmax into NaN.
-PAD_SCORE = float(np.finfo(np.float32).min)
-
 FORMAT = "xmr-label-index"
-FORMAT_VERSION = 1
-METRICS = ("ip", "l2")
+#: The newest format this xmr reads. Version 2 adds the MIPS reduction (``mips``,
+#: ``max_norm``); an index without it is still written as version 1, which older xmr reads.
+FORMAT_VERSION = 2
 #: Parameters used while building (the rest are search-time parameters set through FAISS's
 #: ParameterSpace: ``nprobe``, ``efSearch``, ``ht``, ``k_factor``, ``max_codes``, ...).
 BUILD_PARAMS = ("nlist", "efConstruction", "train_points_per_list")
@@ -56,202 +63,6 @@ DEFAULT_EF_SEARCH = 128
 DEFAULT_EF_CONSTRUCTION = 40
 
 PathLike = Union[str, os.PathLike]
-
-
-# --------------------------------------------------------------------------------------------
-# exact reference
-# --------------------------------------------------------------------------------------------
-
-def _as_matrix(name: str, a, dim: Optional[int] = None) -> np.ndarray:
-    """Validate a 2-D finite float array and return it as C-contiguous float32."""
-    a = np.asarray(a)
-    if a.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D array, got shape {a.shape}")
-    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
-        raise TypeError(f"{name}: expected a float array, got dtype {a.dtype}")
-    if dim is not None and a.shape[1] != dim:
-        raise ValueError(f"{name}: expected dim {dim}, got shape {a.shape}")
-    a = np.ascontiguousarray(a, dtype=np.float32)
-    if not np.isfinite(a).all():
-        raise ValueError(f"{name}: expected finite values, got NaN or inf")
-    return a
-
-
-def _check_k(k) -> int:
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k: expected an integer >= 1, got {k!r}")
-    return int(k)
-
-
-def _chunk_topk(S: np.ndarray, k: int, offset: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Top-k of each row of a score block ``S f32[n, c]`` with ties broken by smaller column.
-
-    Returns ``(scores f32[n, k'], ids i64[n, k'])`` with ``k' = min(k, c)``, ids shifted by
-    ``offset``; the order within a row is unspecified (the caller sorts after merging).
-    """
-    n, c = S.shape
-    if k >= c:
-        ids = np.broadcast_to(np.arange(c, dtype=np.int64), (n, c))
-        return S.copy(), ids + offset
-    # k-th largest value per row; everything strictly above it is in, ties at it by column.
-    t = np.partition(S, c - k, axis=1)[:, c - k]
-    mask = S >= t[:, None]
-    counts = mask.sum(axis=1)
-    tied = np.flatnonzero(counts > k)
-    for r in tied:  # rare: only rows with ties at the k-th value
-        cols = np.flatnonzero(mask[r])
-        keep = cols[np.lexsort((cols, -S[r, cols]))[:k]]
-        mask[r] = False
-        mask[r, keep] = True
-    rows, cols = np.nonzero(mask)  # row-major: exactly k per row, columns increasing
-    cols = cols.reshape(n, k)
-    return np.take_along_axis(S, cols, axis=1), cols.astype(np.int64) + offset
-
-
-def _sort_rows(scores: np.ndarray, ids: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Sort each row by (score descending, id ascending, padding last) and keep the first k."""
-    pad = ids < 0
-    order = np.lexsort((np.where(pad, np.iinfo(np.int64).max, ids), -scores.astype(np.float64),
-                        pad), axis=1)[:, :k]
-    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
-
-
-def exact_search(W, Q, k: int, *, metric: str = "ip", label_chunk: int = 65536,
-                 query_chunk: int = 1024) -> Tuple[np.ndarray, np.ndarray]:
-    """Exact top-k labels of each query by brute force: the ground truth for every index.
-
-    ``W f32[L, d]`` label embeddings, ``Q f32[n, d]`` queries. The score of label j for query q
-    is ``<q, w_j>`` (``metric="ip"``) or ``-||q - w_j||^2`` (``metric="l2"``). Labels are
-    processed in blocks of ``label_chunk`` rows and queries in blocks of ``query_chunk``, so
-    memory stays at ``query_chunk x label_chunk`` scores; each block's partial top-k is merged
-    into a running top-k.
-
-    Returns ``(scores f32[n, k], ids i64[n, k])`` sorted by decreasing score. **Ties** are
-    broken by the smaller label id, so the result equals a stable sort of the dense score row
-    (``np.lexsort((arange(L), -S))``). If ``k > L`` rows are padded with id -1 and score
-    :data:`PAD_SCORE`.
-    """
-    if metric not in METRICS:
-        raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
-    W = _as_matrix("W", W)
-    Q = _as_matrix("Q", Q, dim=W.shape[1])
-    k = _check_k(k)
-    for name, v in (("label_chunk", label_chunk), ("query_chunk", query_chunk)):
-        if not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name}: expected an integer >= 1, got {v!r}")
-    L, n = W.shape[0], Q.shape[0]
-    out_s = np.full((n, k), PAD_SCORE, dtype=np.float32)
-    out_i = np.full((n, k), -1, dtype=np.int64)
-    w_sq = (W.astype(np.float64) ** 2).sum(1).astype(np.float32) if metric == "l2" else None
-    for q0 in range(0, n, query_chunk):
-        q = Q[q0:q0 + query_chunk]
-        q_sq = None
-        if w_sq is not None:
-            q_sq = (q.astype(np.float64) ** 2).sum(1).astype(np.float32)[:, None]
-        best_s = np.full((q.shape[0], 0), PAD_SCORE, dtype=np.float32)
-        best_i = np.full((q.shape[0], 0), -1, dtype=np.int64)
-        for l0 in range(0, L, label_chunk):
-            S = q @ W[l0:l0 + label_chunk].T  # f32[nq, c]
-            if w_sq is not None:
-                S = -(q_sq - 2.0 * S + w_sq[None, l0:l0 + label_chunk])
-            s, i = _chunk_topk(S, k, l0)
-            best_s, best_i = _sort_rows(np.concatenate([best_s, s], 1),
-                                        np.concatenate([best_i, i], 1), k)
-        m = best_s.shape[1]
-        out_s[q0:q0 + q.shape[0], :m] = best_s
-        out_i[q0:q0 + q.shape[0], :m] = best_i
-    return out_s, out_i
-
-
-def knn_recall(ids, exact_ids) -> float:
-    """k-recall@k: the mean over queries of ``|ids_q ∩ exact_q| / |exact_q|`` (-1 ignored).
-
-    Both ``i64[n, k]``; ``exact_ids`` is usually :func:`exact_search`'s output. This is the
-    figure FAISS reports as "k-recall@k" (the intersection measure, not 1-recall@k).
-    """
-    ids, exact_ids = np.asarray(ids), np.asarray(exact_ids)
-    if ids.shape[0] != exact_ids.shape[0] or ids.ndim != 2 or exact_ids.ndim != 2:
-        raise ValueError(f"expected two [n, k] id arrays, got {ids.shape} and {exact_ids.shape}")
-    total, hits = 0, 0
-    for r0 in range(0, ids.shape[0], 4096):
-        a, e = ids[r0:r0 + 4096], exact_ids[r0:r0 + 4096]
-        valid = e >= 0
-        eq = (a[:, :, None] == e[:, None, :]) & valid[:, None, :] & (a[:, :, None] >= 0)
-        hits += int(eq.any(axis=1).sum())
-        total += int(valid.sum())
-    return hits / max(total, 1)
-
-
-def planted_labels(num_labels: int, dim: int, *, num_centres: int = 256, noise: float = 1.0,
-                   seed: int = 0) -> np.ndarray:
-    """Clustered label embeddings ``f32[L, d]`` with planted neighbourhoods, for recall tests.
-
-    ``num_centres`` unit-norm centres drawn uniformly on the sphere; label j is its centre plus
-    Gaussian noise of expected norm ``noise`` (so ``noise=1`` makes clusters overlap and the
-    within-cluster order depends on the noise: a non-trivial but structured search problem).
-    """
-    rng = np.random.default_rng(seed)
-    C = rng.standard_normal((num_centres, dim))
-    C = (C / np.linalg.norm(C, axis=1, keepdims=True)).astype(np.float32)
-    assign = rng.integers(0, num_centres, num_labels)
-    W = np.empty((num_labels, dim), dtype=np.float32)
-    scale = np.float32(noise / math.sqrt(dim))
-    for a in range(0, num_labels, 1 << 16):  # float32 blocks: 1M x 256 stays at 1 GB
-        b = min(num_labels, a + (1 << 16))
-        W[a:b] = C[assign[a:b]] + scale * rng.standard_normal((b - a, dim), dtype=np.float32)
-    return W
-
-
-def planted_queries(W: np.ndarray, num_queries: int, *, noise: float = 0.3,
-                    seed: int = 1) -> Tuple[np.ndarray, np.ndarray]:
-    """Queries near random labels: ``(Q f32[n, d], source i64[n])`` with ``Q = W[source] + e``."""
-    rng = np.random.default_rng(seed)
-    src = rng.integers(0, W.shape[0], num_queries)
-    Q = W[src] + noise * rng.standard_normal((num_queries, W.shape[1])) / math.sqrt(W.shape[1])
-    return Q.astype(np.float32), src.astype(np.int64)
-
-
-@contextlib.contextmanager
-def omp_threads(n: Optional[int]) -> Iterator[None]:
-    """Set FAISS's OpenMP thread count inside the block and restore it afterwards (None: no-op)."""
-    if n is None:
-        yield
-        return
-    faiss = _faiss()
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
-
-
-# --------------------------------------------------------------------------------------------
-# the index
-# --------------------------------------------------------------------------------------------
-
-def mips_augment(W) -> np.ndarray:
-    """Reduce inner-product search to L2 search (Bachrach et al. 2014, "Speeding up the Xbox
-    recommender system using a Euclidean transformation for inner-product spaces", §3).
-
-    ``W f32[L, d]`` → ``f32[L, d+1]``: each row gets the extra coordinate
-    ``sqrt(M² − ||w||²)`` with ``M = max ||w||``, so all rows have norm M. Queries get a 0 there
-    (:func:`mips_augment_queries`); then ``||q' − w'||² = ||q||² + M² − 2⟨q, w⟩`` and the L2 order
-    is exactly the inner-product order. HNSW is built for metric spaces: on a trained label table,
-    whose row norms track label frequency, its 10-recall@10 under the raw inner product was 0.80
-    with real query embeddings and 0.97 after this transform
-    (``benchmarks/results/bench_index_debian.json``).
-    """
-    W = np.asarray(W, dtype=np.float32)
-    sq = np.einsum("ij,ij->i", W, W, dtype=np.float64)
-    extra = np.sqrt(np.maximum(sq.max(initial=0.0) - sq, 0.0)).astype(np.float32)
-    return np.ascontiguousarray(np.hstack([W, extra[:, None]]))
-
-
-def mips_augment_queries(Q) -> np.ndarray:
-    """``Q f32[n, d]`` → ``f32[n, d+1]`` with a zero last coordinate (see :func:`mips_augment`)."""
-    Q = np.asarray(Q, dtype=np.float32)
-    return np.ascontiguousarray(np.hstack([Q, np.zeros((Q.shape[0], 1), np.float32)]))
 
 
 @dataclass
@@ -321,6 +132,13 @@ class LabelIndex:
     use_gpu: ``"auto"`` (GPU when ``faiss.get_num_gpus() > 0`` and the index type has a GPU
         version), ``True`` (require it) or ``False``.
     seed: seed of FAISS's k-means / PQ training.
+    mips: apply the MIPS→L2 reduction (:mod:`xmr.index.mips`; needs ``metric="ip"``): FAISS
+        then holds ``[w, sqrt(M² − ||w||²)]`` (dim d+1) under L2, searched with ``[q, 0]``; the
+        scores returned are still the inner products ``<q, w>``. Default False.
+    max_norm: M of the reduction, shared by all shards (their distances must be comparable).
+        :meth:`build` takes the largest row norm of the table; for per-rank shards
+        (:meth:`add_with_offset`) pass the global maximum, else the first shard's is used and a
+        longer row in a later shard is an error.
     **params: build parameters (``nlist``, ``efConstruction``, ``train_points_per_list``: IVF
         k-means runs on a sample of at most that many points per list, default 64) and search
         parameters (``nprobe``, ``efSearch``, ...; see :meth:`set_params`). Defaults:
@@ -328,11 +146,22 @@ class LabelIndex:
     """
 
     def __init__(self, dim: int, factory: str = "HNSW32", metric: str = "ip",
-                 use_gpu: Union[str, bool] = "auto", seed: int = 0, **params):
+                 use_gpu: Union[str, bool] = "auto", seed: int = 0, mips: bool = False,
+                 max_norm: Optional[float] = None, **params):
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
             raise ValueError(f"dim: expected an integer >= 1, got {dim!r}")
         if metric not in METRICS:
             raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
+        if not isinstance(mips, (bool, np.bool_)):
+            raise ValueError(f"mips: expected True or False, got {mips!r}")
+        if mips and metric != "ip":
+            raise ValueError(f"mips: expected metric 'ip' (the reduction is for inner-product "
+                             f"search), got metric {metric!r}")
+        if max_norm is not None and (not mips or isinstance(max_norm, bool)
+                                     or not isinstance(max_norm, (int, float, np.number))
+                                     or not math.isfinite(max_norm) or max_norm < 0):
+            raise ValueError(f"max_norm: expected a finite number >= 0 with mips=True, got "
+                             f"{max_norm!r}{'' if mips else ' with mips=False'}")
         if use_gpu not in ("auto", True, False):
             raise ValueError(f"use_gpu: expected 'auto', True or False, got {use_gpu!r}")
         _resolve_factory(factory, 1, {})  # type check only
@@ -341,6 +170,8 @@ class LabelIndex:
         self.metric = metric
         self.use_gpu = use_gpu
         self.seed = int(seed)
+        self.mips = bool(mips)
+        self.max_norm: Optional[float] = None if max_norm is None else float(max_norm)
         self.params: Dict[str, Any] = dict(params)
         self.shards_: List[_Shard] = []
         self._searcher = None
@@ -350,11 +181,13 @@ class LabelIndex:
 
     @classmethod
     def build(cls, emb, factory: str = "HNSW32", metric: str = "ip", shards: int = 1,
-              use_gpu: Union[str, bool] = "auto", seed: int = 0, **params) -> "LabelIndex":
+              use_gpu: Union[str, bool] = "auto", seed: int = 0, mips: bool = False,
+              **params) -> "LabelIndex":
         """Index ``emb f32[L, d]`` (row j = label j), split into ``shards`` contiguous ranges.
 
         Each shard is an independent FAISS index (trained on its own rows); searching merges
-        the shards' top-k with :class:`faiss.IndexShards`.
+        the shards' top-k with :class:`faiss.IndexShards`. ``mips=True``: the MIPS→L2
+        reduction with ``M`` = the largest row norm of ``emb`` (see the class docstring).
         """
         emb = _as_matrix("emb", emb)
         if isinstance(shards, bool) or not isinstance(shards, (int, np.integer)) or shards < 1:
@@ -363,7 +196,7 @@ class LabelIndex:
             raise ValueError(f"shards: expected at most one shard per label "
                              f"({emb.shape[0]} labels), got {shards}")
         self = cls(emb.shape[1], factory=factory, metric=metric, use_gpu=use_gpu, seed=seed,
-                   **params)
+                   mips=mips, max_norm=max_row_norm(emb) if mips else None, **params)
         bounds = np.linspace(0, emb.shape[0], shards + 1).round().astype(np.int64)
         t0 = time.perf_counter()
         for a, b in zip(bounds[:-1], bounds[1:]):
@@ -387,14 +220,20 @@ class LabelIndex:
         if n == 0:
             raise ValueError("emb: expected at least one label, got 0 rows")
         self._check_disjoint(int(offset), n)
+        if self.mips:
+            if self.max_norm is None:
+                self.max_norm = max_row_norm(emb)
+            emb = mips_augment(emb, self.max_norm)
         resolved = _resolve_factory(self.factory, n, self.params)
         try:
-            index = faiss.index_factory(self.dim, resolved, _metric_code(self.metric))
+            index = faiss.index_factory(self._faiss_dim, resolved,
+                                        _metric_code("l2" if self.mips else self.metric))
         except RuntimeError as exc:
             why = str(exc).strip().splitlines()[-1]
             why = why.split("failed: ", 1)[-1]  # drop FAISS's C++ source location
+            mips = " (d+1 of the MIPS reduction)" if self.mips else ""
             raise ValueError(f"factory: {resolved!r} is not a valid FAISS index for dim "
-                             f"{self.dim}: {why}") from None
+                             f"{self._faiss_dim}{mips}: {why}") from None
         inner = _inner(index)
         for obj in (getattr(inner, "cp", None), getattr(getattr(inner, "pq", None), "cp", None)):
             if obj is not None:
@@ -427,19 +266,24 @@ class LabelIndex:
     def from_shards(cls, indexes: Sequence["LabelIndex"]) -> "LabelIndex":
         """Merge label indexes over disjoint label ranges (e.g. one per rank) into one index.
 
-        The shards are shared, not copied. All inputs must have the same dim and metric.
+        The shards are shared, not copied. All inputs must have the same dim and metric, and
+        MIPS indexes the same ``max_norm``.
         """
         if not indexes:
             raise ValueError("indexes: expected at least one LabelIndex, got none")
         first = indexes[0]
         out = cls(first.dim, factory=first.factory, metric=first.metric, use_gpu=first.use_gpu,
-                  seed=first.seed, **first.params)
+                  seed=first.seed, mips=first.mips, max_norm=first.max_norm, **first.params)
         for i, idx in enumerate(indexes):
             if not isinstance(idx, LabelIndex):
                 raise TypeError(f"indexes[{i}]: expected a LabelIndex, got {type(idx).__name__}")
             if (idx.dim, idx.metric) != (first.dim, first.metric):
                 raise ValueError(f"indexes[{i}]: expected dim {first.dim} and metric "
                                  f"{first.metric!r}, got dim {idx.dim} and metric {idx.metric!r}")
+            if (idx.mips, idx.max_norm) != (first.mips, first.max_norm):
+                raise ValueError(f"indexes[{i}]: expected mips={first.mips} with max_norm "
+                                 f"{first.max_norm} (give every rank the global max_norm), got "
+                                 f"mips={idx.mips} with max_norm {idx.max_norm}")
             for s in idx.shards_:
                 out._check_disjoint(s.offset, s.count)
                 out.shards_.append(s)
@@ -527,6 +371,11 @@ class LabelIndex:
         return sum(s.count for s in self.shards_)
 
     @property
+    def _faiss_dim(self) -> int:
+        """Dimension of the vectors FAISS holds: d, or d + 1 under the MIPS reduction."""
+        return self.dim + int(self.mips)
+
+    @property
     def num_labels(self) -> int:
         """Size of the label id space: one past the largest label id indexed."""
         return max((s.offset + s.count for s in self.shards_), default=0)
@@ -537,7 +386,7 @@ class LabelIndex:
             if len(self.shards_) == 1:
                 self._searcher = self.shards_[0].index
             else:
-                sh = faiss.IndexShards(self.dim, True, False)  # threaded, keep our label ids
+                sh = faiss.IndexShards(self._faiss_dim, True, False)  # threaded, keep our label ids
                 for s in self.shards_:
                     sh.add_shard(s.index)
                 self._searcher = sh
@@ -546,19 +395,21 @@ class LabelIndex:
     def search(self, Q, k: int) -> Tuple[np.ndarray, np.ndarray]:
         """Top-k labels of each query: ``Q f32[n, d] -> (scores f32[n, k], ids i64[n, k])``.
 
-        Rows are sorted by decreasing score; missing results (k > #labels, short IVF lists,
-        HNSW dead ends) are padded with id -1 and score :data:`PAD_SCORE`.
+        The contract of :mod:`xmr.index.exact`: rows sorted by decreasing score, equal scores by
+        lower id; missing results (k > #labels, short IVF lists, HNSW dead ends) padded with id
+        -1 and score :data:`~xmr.index.exact.PAD_SCORE`. Scores are ``<q, w>`` for
+        ``metric="ip"`` (with or without ``mips``) and ``-||q - w||^2`` for ``"l2"``.
         """
         if not self.shards_:
             raise ValueError("the index is empty: build it or add_with_offset first")
         Q = _as_matrix("Q", Q, dim=self.dim)
         k = _check_k(k)
-        D, I = self._get_searcher().search(Q, k)
-        I = I.astype(np.int64, copy=False)
-        pad = I < 0
-        S = -D if self.metric == "l2" else D
-        S = np.where(pad, np.float32(PAD_SCORE), S).astype(np.float32, copy=False)
-        return S, I
+        D, I = self._get_searcher().search(mips_augment_queries(Q) if self.mips else Q, k)
+        if self.mips:
+            S = mips_scores(D, Q, self.max_norm)
+        else:
+            S = -D if self.metric == "l2" else D
+        return sort_rows(S, I)
 
     # ---- persistence ------------------------------------------------------------------------
 
@@ -568,11 +419,12 @@ class LabelIndex:
         faiss = _faiss()
         return {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": 2 if self.mips else 1,
             "xmr_version": xmr.__version__,
             "faiss_version": getattr(faiss, "__version__", "?"),
             "dim": self.dim,
             "metric": self.metric,
+            **({"mips": True, "max_norm": self.max_norm} if self.mips else {}),
             "num_labels": self.num_labels,
             "ntotal": self.ntotal,
             "factory": self.factory,
@@ -650,8 +502,14 @@ class LabelIndex:
                 want = f"expected {expect_num_labels} labels"
             raise MetadataMismatchError(
                 f"index {path} was built for {L} labels of dim {dim}; {want}")
+        mips, max_norm = meta.get("mips", False), meta.get("max_norm")
+        if mips not in (False, True) or (mips and (isinstance(max_norm, bool) or not isinstance(
+                max_norm, (int, float)) or not math.isfinite(max_norm) or max_norm < 0)):
+            raise FormatError(meta_path, None, "mips: true or false, and with true a max_norm "
+                              ">= 0", f"mips {mips!r}, max_norm {max_norm!r}")
         out = cls(dim, factory=meta["factory"], metric=meta["metric"], use_gpu=use_gpu,
-                  seed=int(meta.get("seed", 0)), **meta.get("params", {}))
+                  seed=int(meta.get("seed", 0)), mips=bool(mips),
+                  max_norm=float(max_norm) if mips else None, **meta.get("params", {}))
         if not isinstance(meta["shards"], list) or not meta["shards"]:
             raise FormatError(meta_path, None, "shards: a non-empty list", repr(meta["shards"]))
         from xmr.utils.validation import confined
@@ -673,10 +531,11 @@ class LabelIndex:
                 raise FormatError(f, None, "a FAISS index file written by faiss.write_index",
                                   "a damaged or truncated file that faiss cannot read"
                                   + (f" ({why.group(1).strip()})" if why else "")) from None
-            if index.d != dim or index.ntotal != m["count"]:
+            if index.d != out._faiss_dim or index.ntotal != m["count"]:
                 raise MetadataMismatchError(
                     f"index {path}: {m['file']} holds {index.ntotal} vectors of dim {index.d}; "
-                    f"meta.json says {m['count']} of dim {dim}")
+                    f"meta.json says {m['count']} of dim {out._faiss_dim}"
+                    f"{' (d+1 of the MIPS reduction)' if out.mips else ''}")
             on_gpu = False
             if use_gpu is not False and not isinstance(index, faiss.IndexIDMap):
                 index, on_gpu = out._maybe_to_gpu(index)
@@ -691,7 +550,8 @@ class LabelIndex:
 
     def __repr__(self) -> str:
         return (f"LabelIndex(factory={self.factory!r}, metric={self.metric!r}, dim={self.dim}, "
-                f"num_labels={self.num_labels}, shards={len(self.shards_)})")
+                f"num_labels={self.num_labels}, shards={len(self.shards_)}"
+                f"{', mips=True' if self.mips else ''})")
 
 
 def _json_default(o):
