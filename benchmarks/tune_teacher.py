@@ -74,10 +74,12 @@ RUNS = {
     "distill tree a=0.5 dec-term tau=0.25": ("tree", {"loss.preset": "distill", "loss.alpha": 0.5,
                                                       "loss.teacher_term": "decoupled",
                                                       "loss.tau_t": 0.25}),
-    "softmax 12ep": (None, {"optim.epochs": 12}),
-    "distill tree a=0.5 dec-term tau=0.5 12ep": ("tree", {"loss.preset": "distill", "loss.alpha": 0.5,
-                                                          "loss.teacher_term": "decoupled",
-                                                          "loss.tau_t": 0.5, "optim.epochs": 12}),
+    "double-distill tree a=0.5 dec-term tau=0.5": ("tree", {"loss.preset": "double-distill",
+                                                            "loss.alpha": 0.5,
+                                                            "loss.teacher_term": "decoupled",
+                                                            "loss.tau_t": 0.5}),
+    "double-distill tree a=0.5 tau=0.5": ("tree", {"loss.preset": "double-distill", "loss.alpha": 0.5,
+                                                   "loss.tau_t": 0.5}),
     "distill tree a=0.5 dec-term 12ep": ("tree", {"loss.preset": "distill", "loss.alpha": 0.5,
                                                   "loss.teacher_term": "decoupled",
                                                   "optim.epochs": 12}),
@@ -131,6 +133,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None)
     ap.add_argument("--cache", default=None, help="folder keeping the fitted teachers between runs")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="record the tree teacher's calibrated τ_t (also done whenever it is used)")
     args = ap.parse_args(argv)
     import torch
 
@@ -149,25 +153,18 @@ def main(argv=None):
     t_start = time.perf_counter()
     teachers, runs = {}, []
     out = Path(args.out) if args.out else None
+    calibration = {}
     if out is not None and out.exists():  # resume: keep the runs already measured
         import json
 
-        runs = json.loads(out.read_text())["results"]["runs"]
+        prev = json.loads(out.read_text())["results"]
+        runs, calibration = prev["runs"], prev.get("calibration", {})
         done = {r["name"] for r in runs}
         names = [n for n in names if n not in done]
 
-    def save():
-        return write_result("tune_teacher" if not args.quick else "tune_teacher_quick",
-                            {"dataset": "debian-deps", "split": "training points of the seeded "
-                             "80/20 split; 10 % of them (split_valid, seed 0) as validation; "
-                             "teachers cross-fitted on the other 90 % only; test never read",
-                             "base": base_config(args.quick).to_dict(), "folds": args.folds,
-                             "threads": args.threads},
-                            {"runs": runs, "seconds": time.perf_counter() - t_start}, path=out)
-
-    for name in names:
-        kind, sets = RUNS[name]
-        if kind is not None and kind not in teachers:
+    def teacher(kind):
+        if kind not in teachers:
+            from xmr.teachers.report import calibrate_temperature
             from xmr.teachers.store import TeacherStore
 
             cache = Path(args.cache) / f"{kind}-f{args.folds}-n{X.shape[0]}" if args.cache else None
@@ -180,16 +177,36 @@ def main(argv=None):
                 print(f"teacher {kind}: {time.perf_counter() - t0:.0f} s", flush=True)
                 if cache is not None:
                     teachers[kind].save(cache)
+            # the τ_t the library would pick (lowest ECE on the teacher's out-of-fold rows)
+            calibration[kind] = calibrate_temperature(teachers[kind], Y, rows=fit_rows)
+        return teachers[kind]
+
+    def save():
+        return write_result("tune_teacher" if not args.quick else "tune_teacher_quick",
+                            {"dataset": "debian-deps", "split": "training points of the seeded "
+                             "80/20 split; 10 % of them (split_valid, seed 0) as validation; "
+                             "teachers cross-fitted on the other 90 % only; test never read",
+                             "base": base_config(args.quick).to_dict(), "folds": args.folds,
+                             "threads": args.threads},
+                            {"runs": runs, "calibration": calibration,
+                             "seconds": time.perf_counter() - t_start}, path=out)
+
+    path = out
+    for name in names:
+        kind, sets = RUNS[name]
         cfg = base_config(args.quick)
         for k, v in sets.items():
             set_key(cfg, k, v)
-        r = run_one(cfg, X, Y, inv, teachers.get(kind))
+        r = run_one(cfg, X, Y, inv, None if kind is None else teacher(kind))
         r.update(name=name, teacher=kind, settings=sets)
         runs.append(r)
         print(f"{name}: valid P@1={r['valid_P@1']:.4f} P@5={r['valid_P@5']:.4f} "
               f"PSP@1={r['valid_PSP@1']:.4f} (epoch {r['best_epoch']}/{r['epochs_run']}, "
               f"{r['train_s']:.0f} s)", flush=True)
         path = save()  # after every run: an interrupted search keeps what it measured
+    if args.calibrate:
+        teacher("tree")
+        path = save()
     print(f"wrote {path}")
 
 

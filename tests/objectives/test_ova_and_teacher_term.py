@@ -150,7 +150,7 @@ def test_exact_decoupled_teacher_term_matches_the_definition():
     _check_grads(got.reshape(1), want.mean().reshape(1), [emb, table.weight])
     # and it differs from the shared form: the teacher's labels no longer push the positives down
     shared = UnifiedObjective(LossConfig(preset="distill", reduction="decoupled", alpha=ALPHA,
-                                         tau_t=TAU, teacher_k=4), L)(emb, table, _pos_csr(), teacher)[0]
+                                         tau_t=TAU, teacher_k=4, teacher_term="shared"), L)(emb, table, _pos_csr(), teacher)[0]
     assert abs(float(shared.detach()) - float(got.detach())) > 1e-3
 
 

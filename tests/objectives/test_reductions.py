@@ -111,7 +111,7 @@ def test_candidate_path_matches_the_definition(reduction, alpha):
     mined_lists = [rng.choice(L, 3, replace=False) for _ in range(B)]
     mined = (np.arange(0, 3 * B + 1, 3, dtype=np.int64), np.concatenate(mined_lists).astype(np.int64))
     cfg = LossConfig(preset="double-distill", alpha=alpha, tau_t=TAU, num_random=0,
-                     reduction=reduction, teacher_k=4)
+                     reduction=reduction, teacher_k=4, teacher_term="shared")
     obj = UnifiedObjective(cfg, L)
     saved = POS[3]
     if alpha == 0.0:  # teacher ids still enter A (teacher_negatives) but carry no target mass,

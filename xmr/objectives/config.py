@@ -51,10 +51,11 @@ class LossConfig:
     #: Renée's and the linear one-vs-all methods' loss; teacher targets are per-label
     #: probabilities)
     reduction: Optional[str] = None
-    #: with reduction="decoupled": "shared" (the teacher part α·CE(q^t) over one softmax of all
-    #: candidates) or "decoupled" (the teacher's labels compete with the row's negatives only, so
-    #: a teacher label never pushes a true positive down; its mass on a positive joins that
-    #: positive's decoupled term)
+    #: with reduction="decoupled": "decoupled" (default: the teacher's labels compete with the
+    #: row's negatives only, so a teacher label never pushes a true positive down; its mass on a
+    #: positive joins that positive's decoupled term) or "shared" (the teacher part α·CE(q^t)
+    #: over one softmax of all candidates). Chosen on validation (benchmarks/tune_teacher.py:
+    #: tree teacher, α = 0.5: 0.729 vs 0.707 P@1)
     teacher_term: Optional[str] = None
     #: weight λ of the GLaS regulariser (Guo et al., NeurIPS 2019, *Breaking the Glass Ceiling
     #: for Embedding-Based Classifiers for Large Output Spaces*): λ·mean over the batch's positive
@@ -111,7 +112,7 @@ _DEFAULTS = dict(
     preset="softmax", all_labels=False, alpha=0.0, tau_t=1.0, tau_s=1.0, teacher_k=20,
     teacher_negatives=False, mined=False, num_random=0, proposal="unigram", proposal_beta=0.5,
     unique_sampling=True, correct_positives=False, share_columns=True, reduction="decoupled",
-    teacher_term="shared", glas=0.0,
+    teacher_term="decoupled", glas=0.0,
 )
 
 PRESETS = {
