@@ -147,6 +147,23 @@ def _tune():
             + ", ".join(f"`{k}={v}`" for k, v in w.items()) + source_line(res))
 
 
+@renderer("tune_teacher")
+def _tune_teacher():
+    res = load("tune_teacher")
+    if res is None:
+        return None
+    rows = [[r["name"], r["teacher"] or "–", r["valid_P@1"], r["valid_P@5"], r["valid_PSP@1"],
+             f"{r['best_epoch']}/{r['epochs_run']}", f"{r['train_s']:.0f}"]
+            for r in res["results"]["runs"]]
+    out = table(["run", "teacher", "valid P@1", "valid P@5", "valid PSP@1", "best epoch / run",
+                 "train s"], rows)
+    for kind, c in res["results"].get("calibration", {}).items():
+        out += (f"\n\nThe {kind} teacher's out-of-fold ECE by τ_t: "
+                + ", ".join(f"{e['tau']:g} → {e['ece']:.3f}" for e in c["grid"])
+                + f"; calibrated τ_t = **{c['tau']:g}**.")
+    return out + source_line(res)
+
+
 @renderer("io")
 def _io():
     res = load("bench_io")

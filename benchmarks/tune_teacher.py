@@ -78,6 +78,11 @@ RUNS = {
                                                             "loss.alpha": 0.5,
                                                             "loss.teacher_term": "decoupled",
                                                             "loss.tau_t": 0.5}),
+    # capacity: the teacher regularises, so a wider student may now pay (Menon et al.'s point)
+    "softmax d=192": (None, {"model.dim": 192}),
+    "distill tree a=0.5 dec-term tau=0.5 d=192": ("tree", {"loss.preset": "distill", "loss.alpha": 0.5,
+                                                           "loss.teacher_term": "decoupled",
+                                                           "loss.tau_t": 0.5, "model.dim": 192}),
     "double-distill tree a=0.5 tau=0.5": ("tree", {"loss.preset": "double-distill", "loss.alpha": 0.5,
                                                    "loss.tau_t": 0.5}),
     "distill tree a=0.5 dec-term 12ep": ("tree", {"loss.preset": "distill", "loss.alpha": 0.5,
