@@ -63,7 +63,16 @@ class LossConfig:
     glas: Optional[float] = None
 
     def resolved(self) -> "LossConfig":
-        """Fill every ``None`` field from the preset; raise on an unknown preset or bad value."""
+        """Fill every ``None`` field from the preset; raise on an unknown preset or bad value.
+
+        The result is marked resolved: calling ``resolved()`` on it returns it unchanged, so a
+        run resolves its loss config once (the trainer) and hands that object to the pieces it
+        builds (:class:`~xmr.negatives.sources.CandidateSources`,
+        :class:`~xmr.objectives.loss.UnifiedObjective`), which accept either form. Treat a
+        resolved config as read-only: :func:`dataclasses.replace` gives an unresolved copy.
+        """
+        if self.is_resolved:
+            return self
         if self.preset not in PRESETS:
             raise ConfigError(f"unknown loss preset {self.preset!r}; valid presets: {', '.join(PRESETS)}")
         base = {**_DEFAULTS, **PRESETS[self.preset]}
@@ -73,7 +82,13 @@ class LossConfig:
                 values[k] = base[k]
         out = LossConfig(**values)
         out.validate()
+        object.__setattr__(out, "_resolved", True)  # not a field: to_dict / == ignore it
         return out
+
+    @property
+    def is_resolved(self) -> bool:
+        """Whether this object came from :meth:`resolved` (every field set and validated)."""
+        return bool(self.__dict__.get("_resolved", False))
 
     def validate(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -101,10 +116,31 @@ class LossConfig:
             raise ConfigError("a candidate-set loss needs negatives: set num_random > 0, mined, "
                              "teacher_negatives or share_columns")
 
+    def _require_resolved(self, what: str) -> None:
+        if not self.is_resolved:
+            raise ConfigError(f"LossConfig.{what} is a property of the resolved config; call "
+                              f"resolved() first (preset {self.preset!r})")
 
     @property
     def needs_teacher(self) -> bool:
+        """The one decision whether a run needs a teacher store: soft targets (α > 0) or the
+        teacher's top labels as candidates (T ⊂ A). Resolved configs only."""
+        self._require_resolved("needs_teacher")
         return self.alpha > 0 or bool(self.teacher_negatives)
+
+    @property
+    def needs_miner(self) -> bool:
+        """Hard negatives H ⊂ A from the FAISS miner: ``mined`` on the candidate path (the exact
+        softmax over all labels has no use for them). Resolved configs only."""
+        self._require_resolved("needs_miner")
+        return bool(self.mined) and not self.all_labels
+
+    @property
+    def needs_sampler(self) -> bool:
+        """Random negatives R drawn each step: ``num_random > 0`` on the candidate path.
+        Resolved configs only."""
+        self._require_resolved("needs_sampler")
+        return not self.all_labels and self.num_random > 0
 
 
 _DEFAULTS = dict(
