@@ -65,14 +65,21 @@ class LossConfig:
     def resolved(self) -> "LossConfig":
         """Fill every ``None`` field from the preset; raise on an unknown preset or bad value.
 
-        The result is marked resolved: calling ``resolved()`` on it returns it unchanged, so a
-        run resolves its loss config once (the trainer) and hands that object to the pieces it
-        builds (:class:`~xmr.negatives.sources.CandidateSources`,
-        :class:`~xmr.objectives.loss.UnifiedObjective`), which accept either form. Treat a
-        resolved config as read-only: :func:`dataclasses.replace` gives an unresolved copy.
+        Computed once per config: the result is remembered (keyed by the current field
+        values, so a changed field is resolved anew) and marked resolved, and ``resolved()`` on
+        it returns it unchanged. A run (the CLI's early check, :func:`~xmr.train.run.run_training`,
+        the :class:`~xmr.train.loop.Trainer`, the :class:`~xmr.negatives.sources.CandidateSources`
+        and :class:`~xmr.objectives.loss.UnifiedObjective` it builds) therefore shares one
+        resolved object. It is read-only (setting a field raises AttributeError);
+        :func:`dataclasses.replace` gives an unresolved copy.
         """
         if self.is_resolved:
             return self
+        key = tuple((type(getattr(self, f.name)), getattr(self, f.name))
+                    for f in dataclasses.fields(self))
+        cached = self.__dict__.get("_resolved_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
         if self.preset not in PRESETS:
             raise ConfigError(f"unknown loss preset {self.preset!r}; valid presets: {', '.join(PRESETS)}")
         base = {**_DEFAULTS, **PRESETS[self.preset]}
@@ -82,8 +89,15 @@ class LossConfig:
                 values[k] = base[k]
         out = LossConfig(**values)
         out.validate()
-        object.__setattr__(out, "_resolved", True)  # not a field: to_dict / == ignore it
+        out.__dict__["_resolved"] = True  # not fields: to_dict / == ignore both
+        self.__dict__["_resolved_cache"] = (key, out)
         return out
+
+    def __setattr__(self, name, value):
+        if self.__dict__.get("_resolved"):
+            raise AttributeError(f"a resolved LossConfig is read-only (it is shared by the run); "
+                                 f"set {name!r} on the unresolved config and resolve it again")
+        object.__setattr__(self, name, value)
 
     @property
     def is_resolved(self) -> bool:
