@@ -112,10 +112,10 @@ class TrainStep:
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
         loss.backward()
-        t4 = clock()
+        t4 = t5 = clock()
         if self.split_backward:
             emb.backward(e.grad)
-        t5 = clock()
+            t5 = clock()
         if self.world > 1:
             from xmr.distributed import average_gradients
 
