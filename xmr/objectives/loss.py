@@ -12,7 +12,9 @@ Menon et al. (2020), *Why distillation helps: a statistical perspective*, §5: t
 on both sides — its probabilities as soft targets, its top labels as negatives.
 
 There is one code path; the named presets (:mod:`xmr.objectives.config`) only choose which
-parts are on. The gradient w.r.t. s'_j is softmax_A(s')_j − a_j and is zero on masked cells
+parts are on. Which labels form A(x) and with which targets is decided by
+:class:`~xmr.negatives.sources.CandidateSources` (teacher rows and their truncation, mined and
+random negatives, their union); :meth:`UnifiedObjective.score` only scores what it returns. The gradient w.r.t. s'_j is softmax_A(s')_j − a_j and is zero on masked cells
 (their bias is a large negative finite value and their target is 0).
 """
 
