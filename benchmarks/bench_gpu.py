@@ -18,16 +18,18 @@ new configurations once it is spent and records the rest as skipped). It measure
    ``faiss.get_num_gpus() > 0``; otherwise the JSON says "no GPU faiss" (or that faiss is not
    installed).
 
-Both steps include the encoder (a linear ``DenseEncoder``, fp32), the backward pass and the
-optimizer (Adam on the encoder, ``RowAdagrad`` on the table: dense rows for the softmax, the
-touched rows only for ``double-distill``). Data are synthetic and random (throughput does not
+Both steps are the library's own :class:`~xmr.train.step.TrainStep` (the trainer's step) on an
+:class:`~xmr.models.XMRModel` built on the device with the dense-input encoder and the table's
+dtype (``ModelConfig(encoder="dense", dtype="bfloat16")``; the encoder is linear and fp32): the
+encoder, the backward pass and the optimizer (Adam on the encoder, ``RowAdagrad`` on the table:
+dense rows for the softmax, the touched rows only for ``double-distill``). Data are synthetic and random (throughput does not
 depend on what the labels mean): one positive per row, Zipf-distributed ids; the **teacher** is
 a random top-K (K = 20) with random logits — a stand-in with the right shapes, not a model. The
 miner's index rebuild is timed once and amortised over ``refresh_every`` steps; without faiss
-the ``double-distill`` step runs without mined negatives (recorded).
+the ``double-distill`` step runs without mined negatives (``loss.mined=False``, recorded).
 
-Both steps call :class:`xmr.objectives.loss.UnifiedObjective` itself (the candidate path builds
-the sparse candidate layout on the host and moves it to the device).
+The candidate path builds the sparse candidate layout on the host
+(:class:`~xmr.negatives.sources.CandidateSources`) and moves it to the device.
 
 The JSON carries the anchors of DESIGN.md §11 (Renée ≈ 24.5k samples/s at 2.8M labels on one
 V100 with a 64-d bottleneck; an H100 ≈ 800 TFLOP/s bf16, so the output layer alone is bounded
@@ -146,9 +148,13 @@ def run_config(dev, preset: str, L: int, d: int, args, free_bytes) -> dict:
     """Time one (preset, L, d) step configuration; returns its figures (or why it was skipped)."""
     import torch
 
-    from xmr.models import DenseEncoder, RowAdagrad, ShardedLabelTable
+    from xmr.models import RowAdagrad, XMRModel
+    from xmr.models.config import ModelConfig
+    from xmr.negatives.sources import CandidateSources
     from xmr.objectives.config import LossConfig
     from xmr.objectives.loss import UnifiedObjective
+    from xmr.teachers.store import TeacherStore
+    from xmr.train.step import TrainStep
 
     cuda = dev.type == "cuda"
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
@@ -165,14 +171,18 @@ def run_config(dev, preset: str, L: int, d: int, args, free_bytes) -> dict:
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
     try:
-        enc = DenseEncoder(args.in_dim, d).to(dev)
-        table = ShardedLabelTable(L, d, dtype=dtype, device=dev)
-        opt_enc = torch.optim.Adam(enc.parameters(), lr=1e-3)
+        mcfg = ModelConfig(dim=d, encoder="dense",
+                           dtype="bfloat16" if dtype == torch.bfloat16 else "float32")
+        model = XMRModel(args.in_dim, L, mcfg, device=dev)
+        table = model.label_table
+        opt_enc = torch.optim.Adam(model.encoder.parameters(), lr=1e-3)
         opt_tab = RowAdagrad(table.parameters(), lr=0.05)
-        objective = UnifiedObjective(LossConfig(preset=preset, proposal="log-uniform"), L,
-                                     seed=0, full_softmax_chunk=args.chunk)
         batches = [_batch(rng, L, B, args.teacher_k) for _ in range(2)]
-        xs = [torch.randn(B, args.in_dim, device=dev) for _ in range(2)]
+        X = torch.randn(2 * B, args.in_dim, device=dev)  # rows [b·B, (b+1)·B) are batch b
+        K = args.teacher_k
+        teacher = TeacherStore(indptr=np.arange(0, 2 * B * K + 1, K, dtype=np.int64),
+                               ids=np.concatenate([t[1] for _, t in batches]),
+                               logits=np.concatenate([t[2] for _, t in batches]), num_labels=L)
         miner, refresh_s = None, 0.0
         if preset != "softmax":
             miner, row["mining"] = _make_miner(L, args)
@@ -182,33 +192,24 @@ def run_config(dev, preset: str, L: int, d: int, args, free_bytes) -> dict:
                 refresh_s = clock() - t0
                 row.update(refresh_s=refresh_s, refresh_every=args.refresh_every,
                            index_on_gpu=bool(miner.index_.shards_[0].on_gpu))
+        no_h = preset != "softmax" and miner is None  # without faiss: P ∪ T ∪ R only
+        loss_cfg = LossConfig(preset=preset, proposal="log-uniform",
+                              mined=False if no_h else None).resolved()
+        sources = CandidateSources(loss_cfg, L, seed=0, teacher=teacher, miner=miner,
+                                   label_rows=table.weight_numpy)
+        objective = UnifiedObjective(loss_cfg, L, full_softmax_chunk=args.chunk, sources=sources)
+        train_step = TrainStep(model, sources, objective, [opt_enc, opt_tab], clock=clock)
         n_cand = []
 
         def step(t: int) -> dict:
-            (pos, teacher), x = batches[t % 2], xs[t % 2]
-            tm = {}
-            t0 = clock()
-            emb = enc(x)
-            mined = None
-            t1 = clock()
-            if miner is not None:
-                mined = miner.mine(emb.detach().float().cpu().numpy(), pos[0], pos[1])
-            t2 = clock()
-            a0 = objective.timings["assemble"] + objective.timings["sample"]
-            loss, info = objective(emb, table, pos, teacher, mined, step=t)
-            n_cand.append(info["num_candidates"])
-            opt_enc.zero_grad(set_to_none=True)
-            opt_tab.zero_grad(set_to_none=True)
-            loss.backward()
-            t3 = clock()
-            opt_enc.step()
-            opt_tab.step()
-            t4 = clock()
-            tm["assembly"] = objective.timings["assemble"] + objective.timings["sample"] - a0
-            tm["mining"] = t2 - t1 + (refresh_s / args.refresh_every if miner else 0.0)
-            tm["forward_backward"] = (t1 - t0) + (t3 - t2) - tm["assembly"]
-            tm["optimizer"] = t4 - t3
-            return tm
+            b = t % 2
+            res = train_step(X, np.arange(b * B, (b + 1) * B), batches[b][0], t)
+            n_cand.append(res.num_candidates)
+            tm = res.timings
+            return {"assembly": tm["candidates"],
+                    "mining": tm["mining"] + (refresh_s / args.refresh_every if miner else 0.0),
+                    "forward_backward": tm["embed"] + tm["loss"] + tm["backward"],
+                    "optimizer": tm["optimizer"]}
 
         for t in range(args.warmup):
             step(t)

@@ -1,7 +1,9 @@
 """Training-step throughput and peak memory as the label count L grows (DESIGN.md §10).
 
-For L ∈ {10k, 100k, 1M} on CPU, one full training step — dense input x ∈ R^{d_in} through a
-:class:`~xmr.models.DenseEncoder` (d_in → hidden → d = 256), batch B = 256, the library's
+For L ∈ {10k, 100k, 1M} on CPU, one full training step — the library's own
+:class:`~xmr.train.step.TrainStep` (the trainer's step) on an :class:`~xmr.models.XMRModel` with
+the dense-input encoder (``ModelConfig(encoder="dense")``: d_in → hidden → d = 256), batch
+B = 256, :class:`~xmr.negatives.sources.CandidateSources` and
 :class:`~xmr.objectives.loss.UnifiedObjective`, Adam on the encoder, :class:`~xmr.models.RowAdagrad`
 on the label table — is timed for four presets of the loss family (DESIGN.md §5):
 
@@ -21,8 +23,9 @@ a few batches is generated once per L in this process and cycled through.
 Each (preset, L) runs in a **fresh subprocess**, so that its peak memory is its own: the peak is
 the growth of ``VmHWM`` (/proc/self/status) over its value after the model, optimizers and data
 were allocated. Where the time goes — encoder (forward + backward), candidate assembly (+
-sampling), mining (search + amortised refresh), logits + loss forward/backward, optimizer — is
-read per step; the step reported is the fastest of the timed steps (best-of-N: the machine is
+sampling and reading the teacher rows), mining (search + amortised refresh), logits + loss
+forward/backward, optimizer — is read per step from the step's phase timings (backward split
+at φ(x), ``TrainStep(split_backward=True)``); the step reported is the fastest of the timed steps (best-of-N: the machine is
 shared) with its own breakdown, and the median is recorded too.
 
 **FLOP floor.** A step costs at least 6·B·d·|A| FLOP in the output layer (forward logits,
@@ -46,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import tempfile
@@ -97,11 +99,15 @@ def _worker(cfg: dict) -> dict:
     """One (preset, L) configuration in this fresh process; returns its figures."""
     import torch
 
-    from xmr.models import DenseEncoder, RowAdagrad, ShardedLabelTable
     from xmr.index.label_index import default_nlist
+    from xmr.models import RowAdagrad, XMRModel
+    from xmr.models.config import ModelConfig
     from xmr.negatives.miner import HardNegativeMiner
+    from xmr.negatives.sources import CandidateSources
     from xmr.objectives.config import LossConfig
     from xmr.objectives.loss import UnifiedObjective
+    from xmr.teachers.store import TeacherStore
+    from xmr.train.step import TrainStep
 
     torch.manual_seed(0)
     if cfg.get("threads"):  # a fresh process: nothing to restore
@@ -116,28 +122,28 @@ def _worker(cfg: dict) -> dict:
     z = np.load(cfg["data"])
     X, P, TI, TL = z["X"], z["pos"], z["t_ids"], z["t_logits"]
     nb = X.shape[0] // B
-    batches = []
-    for b in range(nb):
-        rows = slice(b * B, (b + 1) * B)
-        t_ptr, t_ids = _rows_csr(TI, rows)
-        batches.append((torch.from_numpy(X[rows]), _rows_csr(P, rows),
-                        (t_ptr, t_ids, TL[rows].reshape(-1))))
+    pos_of = [_rows_csr(P, slice(b * B, (b + 1) * B)) for b in range(nb)]
+    K = TI.shape[1]
+    teacher = TeacherStore(indptr=np.arange(0, TI.size + 1, K, dtype=np.int64),
+                           ids=TI.reshape(-1), logits=TL.reshape(-1), num_labels=L)
 
-    enc = DenseEncoder(d_in, d, hidden=tuple(cfg["hidden"]))
-    table = ShardedLabelTable(L, d)
+    model = XMRModel(d_in, L, ModelConfig(dim=d, hidden=list(cfg["hidden"]), encoder="dense"))
+    enc, table = model.encoder, model.label_table
     opt_enc = torch.optim.Adam(enc.parameters(), lr=1e-3)
     opt_tab = RowAdagrad(table.parameters(), lr=0.05)
-    loss_cfg = LossConfig(preset=preset, proposal="log-uniform")
-    objective = UnifiedObjective(loss_cfg, L, seed=0)
-    rc = objective.cfg
+    rc = LossConfig(preset=preset, proposal="log-uniform").resolved()
     miner = None
-    if rc.mined and not rc.all_labels:
+    if rc.needs_miner:
         nlist = min(cfg["nlist_max"], default_nlist(L))
         miner = HardNegativeMiner(L, k=cfg["miner_k"], refresh_every=cfg["refresh_every"],
                                   num_negatives=cfg["miner_negatives"], factory="IVF{nlist},Flat",
                                   use_gpu=False, seed=0,
                                   index_params=dict(nlist=nlist, nprobe=min(nlist, cfg["nprobe"]),
                                                     train_points_per_list=cfg["train_per_list"]))
+    sources = CandidateSources(rc, L, seed=0, teacher=teacher, miner=miner,
+                               label_rows=table.weight_numpy)
+    objective = UnifiedObjective(rc, L, sources=sources)
+    train_step = TrainStep(model, sources, objective, [opt_enc, opt_tab], split_backward=True)
     # Load what the first step would load (FAISS, the Numba kernels from their cache) before
     # the baseline, so that the peak is the step's own memory, not the libraries'.
     if miner is not None:
@@ -145,9 +151,10 @@ def _worker(cfg: dict) -> dict:
 
         faiss()
     with torch.no_grad():
-        x0, pos0, t0_ = batches[0]
-        objective(enc(x0[:2]), table, (pos0[0][:3], pos0[1][:pos0[0][2]]),
-                  (t0_[0][:3], t0_[1][:t0_[0][2]], t0_[2][:t0_[0][2]]), None, step=0)
+        two = np.arange(2)
+        pos0 = pos_of[0]
+        objective(model.embed(X, two), table, (pos0[0][:3], pos0[1][:pos0[0][2]]),
+                  teacher.rows(two), None, step=0)
     base = vmhwm_bytes()
 
     refresh_s = 0.0
@@ -159,37 +166,13 @@ def _worker(cfg: dict) -> dict:
     n_cand = []
 
     def step(t: int) -> dict:
-        x, pos, teacher = batches[t % nb]
-        tm = {}
-        t0 = pc()
-        emb = enc(x)  # [B, d]
-        t1 = pc()
-        mined = None
-        if miner is not None:
-            mined = miner.mine(emb.detach().numpy(), pos[0], pos[1])
-        t2 = pc()
-        e = emb.detach().requires_grad_()  # split the backward: loss part, then encoder part
-        a0 = sum(objective.timings.values())
-        loss, info = objective(e, table, pos, teacher, mined, step=t)
-        t3 = pc()
-        tm["assembly"] = sum(objective.timings.values()) - a0
-        opt_enc.zero_grad(set_to_none=True)
-        opt_tab.zero_grad(set_to_none=True)
-        loss.backward()
-        t4 = pc()
-        emb.backward(e.grad)
-        t5 = pc()
-        opt_enc.step()
-        opt_tab.step()
-        t6 = pc()
-        if not math.isfinite(float(loss)):
-            raise FloatingPointError(f"non-finite loss at step {t}")
-        tm["encoder"] = (t1 - t0) + (t5 - t4)
-        tm["mining"] = t2 - t1
-        tm["logits_loss"] = (t3 - t2 - tm["assembly"]) + (t4 - t3)
-        tm["optimizer"] = t6 - t5
-        n_cand.append(info["num_candidates"])
-        return tm
+        b = t % nb
+        res = train_step(X, np.arange(b * B, (b + 1) * B), pos_of[b], t)
+        n_cand.append(res.num_candidates)
+        tm = res.timings
+        return {"encoder": tm["embed"] + tm["encoder_backward"], "assembly": tm["candidates"],
+                "mining": tm["mining"], "logits_loss": tm["loss"] + tm["backward"],
+                "optimizer": tm["optimizer"]}
 
     slow = preset == "softmax" and L >= 500_000
     warm = cfg["warmup"] if not slow else 1
@@ -335,6 +318,7 @@ def main(argv=None) -> int:
     summary = _summary(rows)
     config = {**cfg, "labels": labels, "presets": presets, "tiny": args.tiny,
               "loss": "LossConfig(preset, proposal='log-uniform'); other fields from the preset",
+              "step": "xmr.train.step.TrainStep(split_backward=True) on XMRModel(encoder=dense)",
               "index": "IVF{nlist},Flat, nlist = min(nlist_max, 4*sqrt(L)), k-means on "
                        "train_per_list*nlist points, nprobe as given; FAISS CPU",
               "teacher": "generator's Bayes top-K (K = teacher_k), logits = log p*",

@@ -7,13 +7,15 @@ Bayes probabilities p*(y|x) (DESIGN.md §3), so the trained student is scored ag
   teacher of Menon et al. (2020, §3) — its probabilities on its top-K are exact, so the run
   measures the objective and the machinery (FAISS miner, candidate assembly, sparse updates)
   rather than a teacher's quality;
-* **student** = a linear :class:`~xmr.models.DenseEncoder` (d_in → d) and a
-  :class:`~xmr.models.ShardedLabelTable` with a per-label bias, trained with the library's
+* **student** = an :class:`~xmr.models.XMRModel` with the dense-input encoder
+  (``ModelConfig(encoder="dense")``: linear, d_in → d) and a label table with a per-label bias
+  (rows re-drawn from N(0, init_std²)), trained by the library's own step,
+  :class:`~xmr.train.step.TrainStep` (the trainer's), with the
   :class:`~xmr.objectives.loss.UnifiedObjective` (preset ``double-distill``, log-uniform random
   negatives: the generator's label ids are sorted by popularity), a
   :class:`~xmr.negatives.miner.HardNegativeMiner` over an IVF index of W, Adam on the encoder
-  and :class:`~xmr.models.RowAdagrad` on the touched rows of W. The loop follows
-  ``xmr/train/loop.py`` (dense inputs instead of CSR);
+  and :class:`~xmr.models.RowAdagrad` on the touched rows of W; the epoch loop here is the
+  trainer's without its checkpoints and evaluations (dense inputs instead of CSR);
 * **evaluation** on held-out points whose labels are drawn from p*: P@1 of the student, P@1 of
   the Bayes-optimal rule argmax p* on the same points, the *expected* P@1 of both
   (E_x p*(prediction | x): the same quantity without the label-sampling noise), and
@@ -110,30 +112,42 @@ def train(cfg: dict, data: dict) -> dict:
     import torch
     from tqdm.auto import tqdm
 
-    from xmr.models import DenseEncoder, RowAdagrad, ShardedLabelTable
+    from xmr.models import RowAdagrad, XMRModel
+    from xmr.models.config import ModelConfig
     from xmr.negatives.miner import HardNegativeMiner
+    from xmr.negatives.sources import CandidateSources
     from xmr.objectives.config import LossConfig
     from xmr.objectives.loss import UnifiedObjective
+    from xmr.teachers.store import TeacherStore
+    from xmr.train.step import TrainStep
 
     torch.manual_seed(cfg["seed"])
     L, B, K = cfg["labels"], cfg["batch"], cfg["teacher_k"]
     X, y = data["X_trn"], data["y_trn"]
-    T_ids, T_logp = data["T_ids"], data["T_logp"]
     n = X.shape[0]
-    enc = DenseEncoder(cfg["in_dim"], cfg["dim"])  # linear: the Bayes scores are linear in x
-    table = ShardedLabelTable(L, cfg["dim"], bias=True, init_std=cfg["init_std"])
-    opt_enc = torch.optim.Adam(enc.parameters(), lr=cfg["lr_encoder"])
+    # linear: the Bayes scores are linear in x
+    model = XMRModel(cfg["in_dim"], L, ModelConfig(dim=cfg["dim"], encoder="dense",
+                                                   label_bias=True))
+    table = model.label_table
+    with torch.no_grad():  # the run's small initial rows (the model's default is N(0, 1/d))
+        table.weight.normal_(0, cfg["init_std"])
+    opt_enc = torch.optim.Adam(model.encoder.parameters(), lr=cfg["lr_encoder"])
     opt_tab = RowAdagrad(table.parameters(), lr=cfg["lr_table"])
-    objective = UnifiedObjective(LossConfig(preset="double-distill", proposal="log-uniform",
-                                            teacher_k=K), L, seed=cfg["seed"])
+    loss_cfg = LossConfig(preset="double-distill", proposal="log-uniform", teacher_k=K).resolved()
     miner = HardNegativeMiner(L, k=cfg["miner_k"], refresh_every=cfg["refresh_every"],
                               num_negatives=cfg["miner_negatives"], factory="IVF{nlist},Flat",
                               use_gpu=False, seed=cfg["seed"],
                               index_params=dict(nlist=cfg["nlist"], nprobe=cfg["nprobe"],
                                                 train_points_per_list=cfg["train_per_list"]))
+    teacher = TeacherStore(indptr=np.arange(0, n * K + 1, K, dtype=np.int64),
+                           ids=data["T_ids"].reshape(-1), logits=data["T_logp"].reshape(-1),
+                           num_labels=L)
+    sources = CandidateSources(loss_cfg, L, seed=cfg["seed"], teacher=teacher, miner=miner,
+                               label_rows=table.weight_numpy)
+    objective = UnifiedObjective(loss_cfg, L, sources=sources)
+    train_step = TrainStep(model, sources, objective, [opt_enc, opt_tab])
     base_rss = vmhwm_bytes()
     steps_per_epoch = (n + B - 1) // B
-    t_mine = t_all = 0.0
     step, history = 0, []
     bar = tqdm(total=steps_per_epoch * cfg["epochs"], desc="double-distill", unit="step",
                disable=cfg.get("quiet", False), mininterval=5.0)
@@ -143,24 +157,8 @@ def train(cfg: dict, data: dict) -> dict:
         losses = []
         for b in range(steps_per_epoch):
             rows = np.sort(perm[b * B:(b + 1) * B])
-            nb = rows.size
-            pos = (np.arange(nb + 1, dtype=np.int64), y[rows])
-            teacher = (np.arange(0, nb * K + 1, K, dtype=np.int64), T_ids[rows].reshape(-1),
-                       T_logp[rows].reshape(-1))
-            emb = enc(torch.from_numpy(X[rows]))  # [B, d]
-            t0 = time.perf_counter()
-            miner.maybe_refresh(step, table.weight_numpy)
-            mined = miner.mine(emb.detach().numpy(), pos[0], pos[1])
-            t_mine += time.perf_counter() - t0
-            loss, _ = objective(emb, table, pos, teacher, mined, step=step)
-            opt_enc.zero_grad(set_to_none=True)
-            opt_tab.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_enc.step()
-            opt_tab.step()
-            losses.append(float(loss))
-            if not np.isfinite(losses[-1]):
-                raise FloatingPointError(f"non-finite loss at step {step}")
+            pos = (np.arange(rows.size + 1, dtype=np.int64), y[rows])
+            losses.append(train_step(X, rows, pos, step).loss)  # raises on a non-finite loss
             step += 1
             bar.update(1)
         history.append({"epoch": epoch + 1, "step": step, "mean_loss": float(np.mean(losses)),
@@ -170,16 +168,17 @@ def train(cfg: dict, data: dict) -> dict:
     t_all = time.perf_counter() - t_start
     bar.close()
     st = miner.stats()
+    tm = sources.timings
     run = {
         "steps": step, "train_seconds": t_all, "samples_per_s": step and n * cfg["epochs"] / t_all,
-        "mining_share": t_mine / t_all, "refreshes": st["refreshes"],
+        "mining_share": tm["mining"] / t_all, "refreshes": st["refreshes"],
         "refresh_seconds_total": st["refresh_time_s"],
-        "assembly_share": sum(objective.timings.values()) / t_all,
+        "assembly_share": (tm["sample"] + tm["assemble"]) / t_all,
         "peak_rss_gib": vmhwm_bytes() / 2**30,
         "peak_extra_over_model_and_data_gib": (vmhwm_bytes() - base_rss) / 2**30,
         "history": history,
     }
-    return {"enc": enc, "table": table, "run": run}
+    return {"enc": model.encoder, "table": table, "run": run}
 
 
 def evaluate(cfg: dict, data: dict, enc, table) -> dict:
@@ -268,7 +267,8 @@ def main(argv=None) -> int:
                "expected_P@1_ratio_to_bayes": ev["expected_P@1"] / ev["expected_P@1_bayes"]}
     config = {**cfg, "preset": "double-distill", "proposal": "log-uniform",
               "teacher": "Bayes top-K of the generator, logits log p* (the ideal teacher)",
-              "student": "linear DenseEncoder(in_dim, dim) + ShardedLabelTable(bias=True)",
+              "student": "XMRModel(ModelConfig(dim, encoder='dense', label_bias=True)): linear "
+                         "encoder, label rows re-drawn from N(0, init_std^2); xmr.train.step.TrainStep",
               "index": "IVF{nlist},Flat (FAISS CPU), k-means on train_per_list*nlist points"}
     path = write_result("scaling_run", config, results, path=args.out)
     log.info("P@1 %.4f (Bayes %.4f), expected P@1 %.4f (Bayes %.4f), KL_topK %.3f, %.0f samples/s, "

@@ -40,6 +40,41 @@ def test_invalid_values():
         LossConfig(tau_t=0.0).resolved()
 
 
+def test_resolution_happens_once_per_config_and_its_result_is_read_only():
+    import dataclasses
+
+    c = LossConfig(preset="mined")
+    r = c.resolved()
+    assert r.is_resolved and not c.is_resolved
+    assert c.resolved() is r and r.resolved() is r  # remembered; a resolved one is returned
+    assert dataclasses.asdict(c)["alpha"] is None  # the unresolved config is untouched
+    assert r == LossConfig(**dataclasses.asdict(r))  # the marker is no field
+    with pytest.raises(AttributeError, match="a resolved LossConfig is read-only"):
+        r.num_random = 3
+    c.num_random = 3  # the unresolved config changes: resolved anew
+    r3 = c.resolved()
+    assert r3 is not r and r3.num_random == 3 and r.num_random == 512
+    assert not dataclasses.replace(r, alpha=0.1).is_resolved
+
+
+def test_what_a_run_needs_is_a_property_of_the_resolved_config():
+    from xmr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs_teacher is a property of the resolved config"):
+        LossConfig(preset="distill").needs_teacher
+    want = {  # preset: (needs_teacher, needs_miner, needs_sampler)
+        "softmax": (False, False, False), "sampled": (False, False, True),
+        "mined": (False, True, True), "distill": (True, False, False),
+        "teacher-negatives": (True, False, True), "double-distill": (True, True, True),
+    }
+    for preset, (t, m, s) in want.items():
+        r = LossConfig(preset=preset).resolved()
+        assert (r.needs_teacher, r.needs_miner, r.needs_sampler) == (t, m, s), preset
+    # the exact softmax has no use for a miner or random draws even when they are set
+    r = LossConfig(preset="softmax", mined=True, num_random=5).resolved()
+    assert not r.needs_miner and not r.needs_sampler
+
+
 def test_train_config_json_round_trip_and_overrides(tmp_path):
     cfg = TrainConfig().with_overrides(["loss.alpha=0.7", "model.hidden=[512, 256]", "optim.epochs=3",
                                         "teacher=runs/t", "loss.preset=mined"])

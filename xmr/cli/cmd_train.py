@@ -58,7 +58,6 @@ def run(args) -> int:
         return 0
     if not args.out:
         raise SystemExit("xmr train: error: --out is required (or use --print-config)")
-    cfg.loss.resolved()  # fail early on a bad loss config (before any data is loaded)
 
     from xmr.train.run import run_training
 

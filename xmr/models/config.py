@@ -9,7 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List
 
+from xmr.errors import ConfigError
 from xmr.utils.validation import check_int, check_number
+
+#: accepted values of :attr:`ModelConfig.encoder`
+ENCODERS = ("sparse", "dense")
+#: accepted values of :attr:`ModelConfig.dtype`
+DTYPES = ("float32", "bfloat16")
 
 
 @dataclass
@@ -28,6 +34,14 @@ class ModelConfig:
     sparse_input: bool = True  #: sparse gradients + SparseAdam for the input bag (cost independent of D)
     num_shards: int = 1  #: label shards within this process
     label_bias: bool = False
+    #: the input φ reads: "sparse" (CSR rows, e.g. TF-IDF, through an embedding bag:
+    #: :class:`~xmr.models.encoders.SparseEncoder`) or "dense" (dense feature rows f32[n, D],
+    #: e.g. precomputed sentence embeddings, through a Linear:
+    #: :class:`~xmr.models.encoders.DenseEncoder`; sparse_input and input_dropout do not apply)
+    encoder: str = "sparse"
+    #: storage and matmul dtype of the label table: "float32" or "bfloat16" (bf16 matmuls, fp32
+    #: log-sum-exp and softmax; meant for GPUs). The encoder stays float32.
+    dtype: str = "float32"
 
     def validate(self, prefix: str = "model.") -> None:
         check_int(prefix + "dim", self.dim, 1)
@@ -36,3 +50,12 @@ class ModelConfig:
         check_number(prefix + "dropout", self.dropout, 0.0, 1.0, hi_open=True)
         check_number(prefix + "input_dropout", self.input_dropout, 0.0, 1.0, hi_open=True)
         check_int(prefix + "num_shards", self.num_shards, 1)
+        if self.encoder not in ENCODERS:
+            raise ConfigError(f"{prefix}encoder: expected one of {', '.join(ENCODERS)}, "
+                              f"got {self.encoder!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"{prefix}dtype: expected one of {', '.join(DTYPES)}, "
+                              f"got {self.dtype!r}")
+        if self.encoder == "dense" and self.input_dropout > 0:
+            raise ConfigError(f"{prefix}input_dropout: the dense encoder has no input (feature) "
+                              f"dropout; expected 0, got {self.input_dropout}")

@@ -30,7 +30,7 @@ from torch import nn
 import xmr
 from xmr.errors import FormatError, MetadataMismatchError
 from xmr.models.config import ModelConfig
-from xmr.models.encoders import SparseEncoder, csr_to_bag
+from xmr.models.encoders import DenseEncoder, SparseEncoder, csr_to_bag
 from xmr.models.label_table import ShardedLabelTable
 from xmr.utils.artefacts import read_meta, read_section
 from xmr.utils.atomic import atomic_dir, load_torch
@@ -56,24 +56,48 @@ def resolve_device(name: str = "auto") -> torch.device:
 _INIT_BLOCK = 65536
 
 
+def _dense_rows(X, rows, device) -> torch.Tensor:
+    """Rows ``rows`` (None: all) of a dense input ``X`` (numpy array, torch tensor, or a scipy
+    sparse matrix, densified) as ``f32[len(rows), D]`` on ``device``."""
+    if isinstance(X, torch.Tensor):
+        if rows is not None:
+            X = X.index_select(0, torch.as_tensor(np.asarray(rows, dtype=np.int64),
+                                                  device=X.device))
+        return X.to(device=device, dtype=torch.float32)
+    if sp.issparse(X):
+        X = X.tocsr()
+        X = (X if rows is None else X[np.asarray(rows)]).toarray()
+    elif rows is not None:
+        X = np.asarray(X)[np.asarray(rows)]
+    return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(device)
+
+
 @torch.no_grad()
 def init_label_rows(table, seed: int) -> None:
     """W ~ N(0, 1/d), drawn in fixed blocks of 65,536 labels each seeded by (seed, block): the
     same label gets the same initial row whatever the number of ranks or shards, so a
-    distributed run starts from exactly the single-process weights."""
+    distributed run starts from exactly the single-process weights. A table that lives on a
+    CUDA device (an :class:`XMRModel` built with ``device="cuda"``) draws its blocks there, with
+    CUDA generators seeded alike: fast at millions of labels, but other values than the CPU's."""
     std = table.dim ** -0.5
     lo, hi = table.lo, table.hi
+    dev = table.weight.device
+    gen_dev = dev if dev.type == "cuda" else torch.device("cpu")
     for blk in range(lo // _INIT_BLOCK, (hi - 1) // _INIT_BLOCK + 1):
         b0 = blk * _INIT_BLOCK
-        g = torch.Generator().manual_seed((int(seed) * 1_000_003 + blk) % (2 ** 63))
+        g = torch.Generator(device=gen_dev).manual_seed((int(seed) * 1_000_003 + blk) % (2 ** 63))
         rows = min(_INIT_BLOCK, table.num_labels - b0)
-        block = torch.randn(rows, table.dim, generator=g) * std
+        block = torch.randn(rows, table.dim, generator=g, device=gen_dev) * std
         a, b = max(lo, b0), min(hi, b0 + rows)
         table.weight[a - lo:b - lo] = block[a - b0:b - b0].to(table.weight)
 
 
 class XMRModel(nn.Module):
-    """φ(x) from a sparse TF-IDF row, scores s_j(x) = ⟨φ(x), w_j⟩ over the label table.
+    """φ(x) from an input row, scores s_j(x) = ⟨φ(x), w_j⟩ over the label table.
+
+    The input is a sparse TF-IDF row (``cfg.encoder="sparse"``, CSR ``X``) or a dense feature
+    row (``"dense"``, ``X`` a float array or tensor ``[n, num_features]``); the label table is
+    stored in ``cfg.dtype`` (float32 or bfloat16).
 
     Initialisation: with ``seed`` an integer, the initial weights are a pure function of it and
     torch's global RNG is left exactly as it was (the encoder is initialised under a forked CPU
@@ -82,40 +106,61 @@ class XMRModel(nn.Module):
     With ``seed=None`` (what the trainer uses: it seeds torch's global RNG with ``cfg.seed``
     itself, and its dropout stream continues from there) the encoder draws from the global RNG
     and the label rows are seeded by ``torch.initial_seed()``.
+
+    ``device``: where the parameters are created (default the CPU; ``.to(device)`` moves them
+    later). The encoder is always initialised on the CPU and moved; the label table is
+    allocated on ``device`` directly (a CUDA table also draws its initial rows there, see
+    :func:`init_label_rows`), so a table of millions of rows never passes through host memory.
     """
 
     def __init__(self, num_features: int, num_labels: int, cfg: ModelConfig,
-                 process_group=None, seed: Optional[int] = None):
+                 process_group=None, seed: Optional[int] = None, device=None):
         super().__init__()
+        cfg.validate()
         if seed is not None:
             seed = check_int("seed", seed, 0)
             with torch.random.fork_rng(devices=[]):
                 torch.random.default_generator.manual_seed(seed)
-                self._build(num_features, num_labels, cfg, process_group, seed)
+                self._build(num_features, num_labels, cfg, process_group, seed, device)
         else:
-            self._build(num_features, num_labels, cfg, process_group, torch.initial_seed())
+            self._build(num_features, num_labels, cfg, process_group, torch.initial_seed(),
+                        device)
 
-    def _build(self, num_features, num_labels, cfg, process_group, seed: int) -> None:
+    def _build(self, num_features, num_labels, cfg, process_group, seed: int, device) -> None:
         self.num_features = int(num_features)
         self.num_labels = int(num_labels)
         self.cfg = cfg
-        self.encoder = SparseEncoder(num_features, cfg.dim, hidden=tuple(cfg.hidden),
-                                     residual=cfg.residual, normalize=cfg.normalize,
-                                     dropout=cfg.dropout, sparse=cfg.sparse_input)
+        arch = dict(hidden=tuple(cfg.hidden), residual=cfg.residual, normalize=cfg.normalize,
+                    dropout=cfg.dropout)
+        if cfg.encoder == "dense":
+            self.encoder = DenseEncoder(num_features, cfg.dim, **arch)
+        else:
+            self.encoder = SparseEncoder(num_features, cfg.dim, sparse=cfg.sparse_input, **arch)
+        if device is not None:
+            self.encoder.to(device)
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
         self.label_table = ShardedLabelTable(num_labels, cfg.dim, num_shards=cfg.num_shards,
-                                             bias=cfg.label_bias, process_group=process_group)
+                                             bias=cfg.label_bias, process_group=process_group,
+                                             dtype=dtype, device=device)
         init_label_rows(self.label_table, seed=seed)
 
-    def embed(self, X: sp.csr_matrix, rows: Optional[np.ndarray] = None) -> torch.Tensor:
-        """φ(x) for the given rows of ``X`` → ``f32[len(rows), dim]``."""
-        if X.shape[1] > self.num_features:
+    def embed(self, X, rows: Optional[np.ndarray] = None) -> torch.Tensor:
+        """φ(x) for the given rows of ``X`` → ``f32[len(rows), dim]`` (all rows: ``rows=None``).
+
+        ``X``: a CSR matrix ``[n, ≤ num_features]`` for the sparse encoder; for the dense one a
+        float array or tensor ``[n, num_features]`` (a sparse matrix is densified row by row).
+        """
+        if X.shape[1] > self.num_features or (self.cfg.encoder == "dense"
+                                               and X.shape[1] != self.num_features):
             raise MetadataMismatchError(
                 f"the input has {X.shape[1]} feature columns; the model was trained on "
                 f"{self.num_features}")
+        dev = self.label_table.weight.device
+        if self.cfg.encoder == "dense":
+            return self.encoder(_dense_rows(X, rows, dev))
         if rows is None:
             rows = np.arange(X.shape[0])
         inp, offsets, weights = csr_to_bag(X, rows)
-        dev = self.label_table.weight.device
         p = float(getattr(self.cfg, "input_dropout", 0.0))
         if self.training and p > 0 and weights.numel():
             # feature dropout on the bag (torch's global RNG: checkpointed with the run)

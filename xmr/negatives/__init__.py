@@ -1,5 +1,6 @@
-"""Negatives: samplers with exact expected counts, the in-batch frequency estimator, and the
-assembly of a batch's shared candidate set with its sampled-logit correction (DESIGN.md §5–6).
+"""Negatives: samplers with exact expected counts, the in-batch frequency estimator, the
+assembly of a batch's shared candidate set with its sampled-logit correction (DESIGN.md §5–6),
+and :class:`CandidateSources`, the one owner of a training batch's candidates P ∪ T ∪ H ∪ R.
 
 The hard-negative miner lives in :mod:`xmr.negatives.miner` (imported on demand: it needs
 faiss); the FAISS label index it searches is :class:`xmr.index.LabelIndex`. Importing this
@@ -17,9 +18,10 @@ from xmr.negatives.samplers import (
     log_expected_count,
     make_sampler,
 )
+from xmr.negatives.sources import Candidates, CandidateSources
 
 __all__ = [
     "MASK_VALUE", "CandidateBatch", "assemble_batch", "correct_logits",
     "SAMPLERS", "Sampler", "UniformSampler", "LogUniformSampler", "UnigramSampler",
-    "InBatchFrequency", "log_expected_count", "make_sampler",
+    "InBatchFrequency", "log_expected_count", "make_sampler", "CandidateSources", "Candidates",
 ]

@@ -64,7 +64,23 @@ class LossConfig:
     glas: Optional[float] = None
 
     def resolved(self) -> "LossConfig":
-        """Fill every ``None`` field from the preset; raise on an unknown preset or bad value."""
+        """Fill every ``None`` field from the preset; raise on an unknown preset or bad value.
+
+        Computed once per config: the result is remembered (keyed by the current field
+        values, so a changed field is resolved anew) and marked resolved, and ``resolved()`` on
+        it returns it unchanged. A run (the CLI's early check, :func:`~xmr.train.run.run_training`,
+        the :class:`~xmr.train.loop.Trainer`, the :class:`~xmr.negatives.sources.CandidateSources`
+        and :class:`~xmr.objectives.loss.UnifiedObjective` it builds) therefore shares one
+        resolved object. It is read-only (setting a field raises AttributeError);
+        :func:`dataclasses.replace` gives an unresolved copy.
+        """
+        if self.is_resolved:
+            return self
+        key = tuple((type(getattr(self, f.name)), getattr(self, f.name))
+                    for f in dataclasses.fields(self))
+        cached = self.__dict__.get("_resolved_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
         if self.preset not in PRESETS:
             raise ConfigError(f"unknown loss preset {self.preset!r}; valid presets: {', '.join(PRESETS)}")
         base = {**_DEFAULTS, **PRESETS[self.preset]}
@@ -74,7 +90,20 @@ class LossConfig:
                 values[k] = base[k]
         out = LossConfig(**values)
         out.validate()
+        out.__dict__["_resolved"] = True  # not fields: to_dict / == ignore both
+        self.__dict__["_resolved_cache"] = (key, out)
         return out
+
+    def __setattr__(self, name, value):
+        if self.__dict__.get("_resolved"):
+            raise AttributeError(f"a resolved LossConfig is read-only (it is shared by the run); "
+                                 f"set {name!r} on the unresolved config and resolve it again")
+        object.__setattr__(self, name, value)
+
+    @property
+    def is_resolved(self) -> bool:
+        """Whether this object came from :meth:`resolved` (every field set and validated)."""
+        return bool(self.__dict__.get("_resolved", False))
 
     def validate(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -102,10 +131,31 @@ class LossConfig:
             raise ConfigError("a candidate-set loss needs negatives: set num_random > 0, mined, "
                              "teacher_negatives or share_columns")
 
+    def _require_resolved(self, what: str) -> None:
+        if not self.is_resolved:
+            raise ConfigError(f"LossConfig.{what} is a property of the resolved config; call "
+                              f"resolved() first (preset {self.preset!r})")
 
     @property
     def needs_teacher(self) -> bool:
+        """The one decision whether a run needs a teacher store: soft targets (α > 0) or the
+        teacher's top labels as candidates (T ⊂ A). Resolved configs only."""
+        self._require_resolved("needs_teacher")
         return self.alpha > 0 or bool(self.teacher_negatives)
+
+    @property
+    def needs_miner(self) -> bool:
+        """Hard negatives H ⊂ A from the FAISS miner: ``mined`` on the candidate path (the exact
+        softmax over all labels has no use for them). Resolved configs only."""
+        self._require_resolved("needs_miner")
+        return bool(self.mined) and not self.all_labels
+
+    @property
+    def needs_sampler(self) -> bool:
+        """Random negatives R drawn each step: ``num_random > 0`` on the candidate path.
+        Resolved configs only."""
+        self._require_resolved("needs_sampler")
+        return not self.all_labels and self.num_random > 0
 
 
 _DEFAULTS = dict(

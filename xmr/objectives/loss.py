@@ -12,14 +12,14 @@ Menon et al. (2020), *Why distillation helps: a statistical perspective*, §5: t
 on both sides — its probabilities as soft targets, its top labels as negatives.
 
 There is one code path; the named presets (:mod:`xmr.objectives.config`) only choose which
-parts are on. The gradient w.r.t. s'_j is softmax_A(s')_j − a_j and is zero on masked cells
+parts are on. Which labels form A(x) and with which targets is decided by
+:class:`~xmr.negatives.sources.CandidateSources` (teacher rows and their truncation, mined and
+random negatives, their union); :meth:`UnifiedObjective.score` only scores what it returns. The gradient w.r.t. s'_j is softmax_A(s')_j − a_j and is zero on masked cells
 (their bias is a large negative finite value and their target is 0).
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import Optional, Tuple
 
 import numpy as np
@@ -27,10 +27,8 @@ import torch
 
 from xmr.negatives.candidates import MASK_VALUE
 from xmr.objectives.config import LossConfig
-from xmr.objectives.targets import ova_targets, reduction_targets, truncate_rows
 
 Csr = Tuple[np.ndarray, np.ndarray]
-log = logging.getLogger(__name__)
 
 
 def candidate_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -71,40 +69,58 @@ def unified_loss_reference(
 
 
 class UnifiedObjective:
-    """The loss family as a callable over one training batch.
+    """The loss family as a callable over one training batch: it **scores** candidates.
+
+    Which labels a batch is scored on (teacher rows and their truncation, mined and random
+    negatives, their union, the targets) is decided by a
+    :class:`~xmr.negatives.sources.CandidateSources`; :meth:`score` turns its
+    :class:`~xmr.negatives.sources.Candidates` and the embeddings into the loss.
+    ``objective(emb, table, pos, teacher, mined, step=...)`` is both in one call, for parts the
+    caller already has.
 
     Parameters
     ----------
-    cfg : a :class:`LossConfig` (resolved here).
+    cfg : a :class:`LossConfig` (resolved here if it is not yet).
     num_labels : L.
     label_counts : training frequency of each label (``unigram`` proposal), ``i64[L]``.
     seed : base seed; the random negatives of step ``t`` are drawn from ``rng(seed, t)`` so that
         a resumed run draws the same negatives as an uninterrupted one.
+    full_softmax_chunk : labels per chunk of the exact path.
+    teacher_probabilities : the teacher's logits are log-probabilities (``ova`` reads them as
+        per-label probabilities).
+    sources : the run's :class:`~xmr.negatives.sources.CandidateSources` (its config must equal
+        ``cfg``); None builds one from ``cfg``, ``label_counts``, ``seed`` and
+        ``teacher_probabilities`` (which are then the only use of those three arguments).
     """
 
     def __init__(self, cfg: LossConfig, num_labels: int, label_counts: Optional[np.ndarray] = None,
-                 seed: int = 0, full_softmax_chunk: int = 65536, teacher_probabilities: bool = False):
-        self.cfg = cfg.resolved()
-        #: the teacher's logits are log-probabilities (tree teachers, ensembles): OvA reads them
-        #: as per-label probabilities
-        self.teacher_probabilities = bool(teacher_probabilities)
-        self.num_labels = int(num_labels)
-        self.seed = int(seed)
-        self.chunk = int(full_softmax_chunk)
-        self.sampler = None
-        if not self.cfg.all_labels and self.cfg.num_random > 0:
-            from xmr.negatives.samplers import make_sampler
+                 seed: int = 0, full_softmax_chunk: int = 65536, teacher_probabilities: bool = False,
+                 sources=None):
+        from xmr.negatives.sources import CandidateSources
 
-            self.sampler = make_sampler(self.cfg.proposal, self.num_labels, counts=label_counts,
-                                        beta=self.cfg.proposal_beta)
-            self.num_random = self.cfg.num_random
-            if self.cfg.unique_sampling and self.num_random > self.sampler.support_size():
-                # e.g. a unigram proposal over a small training set: fewer labels have q > 0
-                log.warning("loss.num_random=%d exceeds the %d labels the %s proposal can draw "
-                            "without replacement; drawing %d", self.num_random,
-                            self.sampler.support_size(), self.cfg.proposal, self.sampler.support_size())
-                self.num_random = self.sampler.support_size()
-        self.timings = {"assemble": 0.0, "sample": 0.0}
+        self.cfg = cfg.resolved()
+        self.num_labels = int(num_labels)
+        self.chunk = int(full_softmax_chunk)
+        if sources is None:
+            sources = CandidateSources(self.cfg, self.num_labels, label_counts=label_counts,
+                                       seed=seed, teacher_probabilities=teacher_probabilities)
+        elif sources.cfg != self.cfg or sources.num_labels != self.num_labels:
+            raise ValueError("sources: expected CandidateSources built from the same loss config "
+                             f"and label count, got {sources.cfg} over {sources.num_labels} labels")
+        self.sources = sources
+
+    # read-only views of the sources (the sampler is theirs)
+    @property
+    def sampler(self):
+        return self.sources.sampler
+
+    @property
+    def num_random(self) -> int:
+        return self.sources.num_random
+
+    @property
+    def timings(self) -> dict:
+        return self.sources.timings
 
     def __call__(
         self,
@@ -118,79 +134,50 @@ class UnifiedObjective:
         """Loss (mean over the batch) for embeddings ``emb f32[B, d]`` scored by ``table``.
 
         ``pos``: positives (CSR over the batch); ``teacher``: teacher top-K rows
-        ``(indptr, ids, raw logits)``; ``mined``: hard negatives (CSR).
+        ``(indptr, ids, raw logits)``; ``mined``: hard negatives (CSR). The candidates are
+        :meth:`CandidateSources.assemble(pos, teacher, mined, step)
+        <xmr.negatives.sources.CandidateSources.assemble>`.
         """
+        return self.score(emb, table, self.sources.assemble(pos, teacher, mined, step=step))
+
+    def score(self, emb: torch.Tensor, table, cands) -> Tuple[torch.Tensor, dict]:
+        """The loss (mean over the batch, a differentiable scalar) of embeddings ``emb f32[B, d]``
+        scored by ``table`` (a :class:`~xmr.models.ShardedLabelTable`) on ``cands`` (a
+        :class:`~xmr.negatives.sources.Candidates` of the same B rows), and ``{"num_candidates":
+        |A|}``. Decides nothing about the candidates."""
         cfg = self.cfg
-        if cfg.needs_teacher and teacher is None:
-            raise ValueError(f"loss preset {cfg.preset!r} (alpha={cfg.alpha}, "
-                             f"teacher_negatives={cfg.teacher_negatives}) needs a teacher store")
-        if teacher is not None and cfg.teacher_k:
-            teacher = truncate_rows(teacher[0], cfg.teacher_k, teacher[1], teacher[2])
-        if not cfg.needs_teacher:
-            teacher = None
         x = emb / cfg.tau_s if cfg.tau_s != 1.0 else emb
-        if cfg.all_labels and cfg.reduction == "ova":
-            t0 = time.perf_counter()
-            ptr, ids, vals = ova_targets(pos, self.num_labels, teacher, cfg.alpha, cfg.tau_t,
-                                         self.teacher_probabilities)
-            self.timings["assemble"] += time.perf_counter() - t0
-            dev = emb.device
-            loss = table.full_ova_loss(x, torch.from_numpy(ptr).to(dev), torch.from_numpy(ids).to(dev),
-                                       torch.from_numpy(vals).to(dev), chunk_size=self.chunk)
-            return loss, {"num_candidates": self.num_labels}
-        if cfg.all_labels:
-            t0 = time.perf_counter()
-            (ptr, ids, vals), positives, normalized = reduction_targets(
-                pos, self.num_labels, teacher, cfg.alpha, cfg.tau_t, cfg.reduction,
-                cfg.teacher_term)
-            self.timings["assemble"] += time.perf_counter() - t0
-            dev = emb.device
-            if positives is not None:
-                positives = tuple(torch.from_numpy(a).to(dev) for a in positives)
-            loss = table.full_softmax_loss(x, torch.from_numpy(ptr).to(dev), torch.from_numpy(ids).to(dev),
-                                           torch.from_numpy(vals).to(dev), chunk_size=self.chunk,
-                                           normalized=normalized, positives=positives,
-                                           soft_on_neg=cfg.teacher_term == "decoupled")
-            return loss, {"num_candidates": self.num_labels}
-
-        from xmr.negatives.candidates import assemble_batch
-
-        sampled = None
-        if self.sampler is not None:
-            t0 = time.perf_counter()
-            rng = np.random.default_rng([self.seed, int(step)])
-            sampled = self.sampler.sample(self.num_random, rng, unique=cfg.unique_sampling)
-            self.timings["sample"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        # pal / decoupled: assemble the teacher part alone (alpha = 1); the positives' weights
-        # are set by reduction_candidate_loss
-        alpha = cfg.alpha if cfg.reduction == "pal-n" else (1.0 if teacher is not None else 0.0)
-        batch = assemble_batch(
-            pos[0], pos[1],
-            teacher=teacher,
-            mined=mined if cfg.mined else None,
-            sampled=sampled,
-            alpha=alpha, tau_t=cfg.tau_t,
-            correct_positives=cfg.correct_positives, share_columns=cfg.share_columns,
-            num_labels=self.num_labels,
-            teacher_candidates=bool(cfg.teacher_negatives),
-            layout="sparse",
-        )
-        self.timings["assemble"] += time.perf_counter() - t0
         dev = emb.device
-        cand = torch.from_numpy(batch.cand_ids).to(dev)
+        info = {"num_candidates": int(cands.num_candidates)}
+
+        def t(a):
+            return torch.from_numpy(a).to(dev)
+
+        if cfg.all_labels:
+            ptr, ids, vals = cands.targets
+            if cfg.reduction == "ova":
+                loss = table.full_ova_loss(x, t(ptr), t(ids), t(vals), chunk_size=self.chunk)
+                return loss, info
+            positives = cands.positives
+            if positives is not None:
+                positives = tuple(t(a) for a in positives)
+            loss = table.full_softmax_loss(x, t(ptr), t(ids), t(vals), chunk_size=self.chunk,
+                                           normalized=cands.normalized, positives=positives,
+                                           soft_on_neg=cfg.teacher_term == "decoupled")
+            return loss, info
+
+        batch, pos, teacher = cands.batch, cands.pos, cands.teacher
+        cand = t(batch.cand_ids)
         s = table.candidate_logits(x, cand, logit_bias=None)  # [B, C] scores s / tau_s
         if cfg.reduction == "pal-n":
             loss = sparse_candidate_loss(s, batch, dev)
         elif cfg.reduction == "ova":
-            tgt = ova_targets(pos, self.num_labels, teacher, cfg.alpha, cfg.tau_t,
-                              self.teacher_probabilities)
-            loss = ova_candidate_loss(s, batch, pos[0], tgt)
+            loss = ova_candidate_loss(s, batch, pos[0], cands.targets)
         else:
             t_len = None if teacher is None else np.diff(np.asarray(teacher[0], dtype=np.int64))
             loss = reduction_candidate_loss(s, batch, pos[0], t_len, cfg.alpha, cfg.reduction,
                                             teacher_term=cfg.teacher_term)
-        return loss, {"num_candidates": int(cand.shape[0])}
+        return loss, info
 
 
 def ova_candidate_loss(s: torch.Tensor, batch, pos_indptr: np.ndarray, targets,

@@ -1,8 +1,13 @@
-"""The training loop: one readable pass from a batch of rows to an optimizer step.
+"""The training loop: epochs of batches, each one :class:`~xmr.train.step.TrainStep`.
 
-    rows ─► φ(x) (encoder) ─► candidates: teacher top-K (store), hard negatives (FAISS miner),
-    random negatives (sampler) ─► kernels: offsets, masks, targets ─► logits ─► unified loss
+    rows ─► φ(x) (encoder) ─► candidates (:class:`~xmr.negatives.sources.CandidateSources`:
+    teacher top-K from the store, hard negatives from the FAISS miner, random negatives from
+    the sampler; kernels: offsets, masks, targets) ─► logits ─► unified loss
     ─► backward ─► Adam on the encoder, row-wise Adagrad on the touched rows of W
+
+The :class:`Trainer` owns what lasts across steps: the data, the model and its optimizers, the
+learning-rate schedule, the step counter, checkpoints and held-out evaluation. The loss config
+is resolved once here and shared by the sources, the objective and the step.
 
 Reproducibility: the epoch order comes from ``rng(seed, epoch)``, the random negatives of step
 ``t`` from ``rng(seed, t)``, torch's RNG state (dropout) and the miner's index are saved in every
@@ -233,10 +238,6 @@ class Trainer:
             prior = (counts + 0.5) / (len(self.train_rows) + 1.0)
             with torch.no_grad():
                 table.bias.copy_(torch.from_numpy(np.log(prior / (1 - prior))[table.lo:table.hi]))
-        t_probs = bool(teacher is not None and teacher.meta.get("probabilities"))
-        self.objective = UnifiedObjective(self.loss_cfg, self.num_labels, label_counts=counts,
-                                          seed=cfg.seed, full_softmax_chunk=cfg.optim.full_softmax_chunk,
-                                          teacher_probabilities=t_probs)
         self.glas = None
         if self.loss_cfg.glas > 0:
             if self.world > 1:
@@ -246,13 +247,25 @@ class Trainer:
 
             self.glas = GlasRegularizer(self.Y[self.train_rows], self.loss_cfg.glas)
         self.miner = None
-        if self.loss_cfg.mined and not self.loss_cfg.all_labels:
+        if self.loss_cfg.needs_miner:
             from xmr.negatives.miner import HardNegativeMiner
 
             m = cfg.miner
             self.miner = HardNegativeMiner(self.num_labels, k=m.k, refresh_every=m.refresh_every,
                                            skip_top=m.skip_top, num_negatives=m.num_negatives or None,
                                            factory=m.factory, seed=cfg.seed)
+        from xmr.negatives.sources import CandidateSources
+        from xmr.train.step import TrainStep
+
+        self.sources = CandidateSources(self.loss_cfg, self.num_labels, label_counts=counts,
+                                        seed=cfg.seed, teacher=teacher, miner=self.miner,
+                                        label_rows=self._full_label_rows)
+        self.objective = UnifiedObjective(self.loss_cfg, self.num_labels,
+                                          full_softmax_chunk=cfg.optim.full_softmax_chunk,
+                                          sources=self.sources)
+        self.step_fn = TrainStep(self.model, self.sources, self.objective,
+                                 [self.opt_enc, self.opt_tab], glas=self.glas,
+                                 process_group=process_group)
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -405,33 +418,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def train_step(self, rows: np.ndarray) -> float:
+        """One step on training rows ``rows`` (this rank's slice of the global batch): the
+        learning rates of this step, then :class:`~xmr.train.step.TrainStep`. Returns the loss."""
         pos = _csr_rows(self.Y, rows)
-        emb = self.model.embed(self.X, rows)  # f32[B, d]
-        teacher = self.teacher.rows(rows) if self.loss_cfg.needs_teacher else None
-        mined = None
-        if self.miner is not None:
-            t0 = time.perf_counter()
-            self.miner.maybe_refresh(self.step, self._full_label_rows)
-            mined = self.miner.mine(emb.detach().float().cpu().numpy(), pos[0], pos[1])
-            self.time_mining += time.perf_counter() - t0
         self._set_learning_rates()
-        loss, _ = self.objective(emb, self.model.label_table, pos, teacher, mined, step=self.step)
-        if self.glas is not None:
-            loss = loss + self.glas(self.model.label_table, pos[1])
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.step}; "
-                                     "lower the learning rates or check the inputs")
-        self.opt_enc.zero_grad(set_to_none=True)
-        self.opt_tab.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.world > 1:
-            from xmr.distributed import average_gradients
-
-            average_gradients(self.model.encoder, self.group)  # data-parallel encoder
-        self.opt_enc.step()
-        self.opt_tab.step()
+        res = self.step_fn(self.X, rows, pos, self.step)
+        self.time_mining += res.timings["mining"]
         self.step += 1
-        return float(loss.item())
+        return res.loss
 
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: bool = False, stop_after_steps: Optional[int] = None) -> TrainResult:

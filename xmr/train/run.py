@@ -73,7 +73,8 @@ def run_training(cfg, out=None, resume: bool = False, *, dataset=None, progress:
     (collective in a distributed run: every rank predicts). ``cfg.threads`` (torch's intra-op
     threads) applies to this call only: the previous count is restored when it returns.
     """
-    cfg.loss.resolved()  # fail early on a bad loss config
+    cfg.loss.resolved()  # fail early on a bad loss config (before any data is loaded); the
+    # Trainer gets this same resolved object (resolved() computes once per config)
     from xmr.data.loaders import load_from_config
     from xmr.distributed import init_from_env, rank_of
     from xmr.eval.model_eval import evaluate_model
