@@ -61,6 +61,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--presets", default="softmax,distill,double-distill")
     ap.add_argument("--folds", type=int, default=3, help="cross-fitting folds of the teachers")
+    ap.add_argument("--wide-dim", type=int, default=192,
+                    help="also train softmax and distill (chosen teacher) students of this d "
+                         "(0: skip) — does a teacher let a wider student pay?")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
 
@@ -178,6 +181,11 @@ def main(argv=None):
                     student(preset, f"xmr {preset} ({t} teacher)", t)
             else:
                 student(preset, f"xmr {preset}")
+        if args.wide_dim and not args.quick:
+            wide = [f"model.dim={args.wide_dim}"]
+            student("softmax", f"xmr softmax d={args.wide_dim}", extra=wide)
+            student("distill", f"xmr distill d={args.wide_dim} ({best_t} teacher)", best_t,
+                    extra=wide)
         results_extra = {"teachers": reports, "teacher_chosen": best_t}
     if not args.quick:
         from xmr.eval.frequency import plot_by_frequency
