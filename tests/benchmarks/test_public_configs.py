@@ -1,9 +1,9 @@
-"""The public-benchmark recipes (benchmarks/configs/NAME/{teacher,student}.json) run end to end.
+"""The public-benchmark recipes (benchmarks/recipes/configs/NAME/{teacher,student}.json) run end to end.
 
 For every registry dataset a miniature in the dataset's own raw format (``_miniatures.py``) is
 placed in ``ROOT/NAME/raw/``, prepared offline by ``xmr data prepare``, and the whole recipe —
 teacher training, ``xmr teacher export``, double-distill student, test evaluation — is run by
-``benchmarks/run_public.py`` with overrides that only shrink the run:
+``benchmarks/recipes/run_public.py`` with overrides that only shrink the run:
 
 * ``optim.epochs=1``, ``model.dim=16``, ``miner.refresh_every=2``: size;
 * ``loss.num_random=32``: a miniature has 96 labels, fewer than the configured |R| (512 … 32768;
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import run_public
+from benchmarks.recipes import run_public
 from xmr.data.registry import KIND_EMBEDDED, get_dataset, list_datasets
 from xmr.train.config import TrainConfig
 
@@ -184,7 +184,7 @@ def test_skip_teacher_without_a_teacher_is_a_clear_error(root, tmp_path, capsys)
 
 
 # --------------------------------------------------------------------------------------------
-# the cost model behind benchmarks/configs/README.md
+# the cost model behind benchmarks/recipes/configs/README.md
 # --------------------------------------------------------------------------------------------
 
 RATES = {"matmul_flops": 100e9, "efficiency": 0.5, "bandwidth": 10e9}
@@ -192,7 +192,7 @@ RATES = {"matmul_flops": 100e9, "efficiency": 0.5, "bandwidth": 10e9}
 
 @pytest.mark.parametrize("name", PUBLIC)
 def test_cost_model_counts_the_documented_flop(name):
-    from benchmarks.estimate_costs import device_estimate, model_cost
+    from benchmarks.recipes.estimate_costs import device_estimate, model_cost
 
     info = get_dataset(name)
     L = info.stats.num_labels
@@ -218,14 +218,14 @@ def test_cost_model_counts_the_documented_flop(name):
 
 
 def test_readme_table_is_generated_for_every_dataset(tmp_path):
-    from benchmarks.estimate_costs import BEGIN, END, render_table, update_readme
+    from benchmarks.recipes.estimate_costs import BEGIN, END, render_table, update_readme
 
     readme = (CONFIGS / "README.md").read_text()
     assert BEGIN in readme and END in readme
     est = {"rates": {"cpu": {**RATES, "source": "s", "bandwidth_source": "b"},
                      "gpu": {**RATES, "source": "s", "bandwidth_source": "b"}},
            "datasets": {}}
-    from benchmarks.estimate_costs import device_estimate, model_cost
+    from benchmarks.recipes.estimate_costs import device_estimate, model_cost
 
     for name in PUBLIC:
         info = get_dataset(name)

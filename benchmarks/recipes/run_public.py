@@ -1,17 +1,17 @@
 """Run the whole double-distillation recipe on one prepared public benchmark.
 
-    python benchmarks/run_public.py NAME [--root DIR] [--out runs/NAME] [--set key=value ...]
+    python -m benchmarks.recipes.run_public NAME [--root DIR] [--out runs/NAME] [--set key=value ...]
                                          [--skip-teacher]
 
 Stages (each through xmr's own CLI entry point, ``xmr.cli.main.main``):
 
-1. ``xmr train --config benchmarks/configs/NAME/teacher.json`` → ``OUT/teacher/model``: the
+1. ``xmr train --config benchmarks/recipes/configs/NAME/teacher.json`` → ``OUT/teacher/model``: the
    larger teacher (exact ``softmax``, or ``sampled`` where a full softmax is too slow; see
-   ``benchmarks/configs/README.md``);
+   ``benchmarks/recipes/configs/README.md``);
 2. ``xmr teacher export --model OUT/teacher/model --split train -k K`` → ``OUT/teacher_store``:
    the teacher's top-K labels and raw logits on the training set, with K the student's
    ``loss.teacher_k``;
-3. ``xmr train --config benchmarks/configs/NAME/student.json --set teacher=OUT/teacher_store``
+3. ``xmr train --config benchmarks/recipes/configs/NAME/student.json --set teacher=OUT/teacher_store``
    → ``OUT/student/model``: the smaller ``double-distill`` student (Menon et al. 2020, §5:
    the teacher's probabilities as soft targets and its top labels as negatives);
 4. both models are evaluated on the test set — P@k, nDCG@k, PSP@k, PSnDCG@k at k = 1, 3, 5,
@@ -37,7 +37,6 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 KS = (1, 3, 5)
