@@ -2,7 +2,9 @@
 
 Every benchmark writes ``benchmarks/results/<name>.json`` with the keys ``name``, ``machine``,
 ``commit``, ``date``, ``config`` and ``results``. README tables are rendered from those files
-(``python benchmarks/render_readme.py``); nothing in the README is typed by hand.
+(``python benchmarks/render_readme.py``); nothing in the README is typed by hand. Every script
+runs as a module from the repository root (``python -m benchmarks.<kind>.<name>``) and starts
+its workers with :func:`run_worker`.
 """
 
 from __future__ import annotations
@@ -10,60 +12,43 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
+
+from xmr.utils.machine import git_commit as _git_commit
+from xmr.utils.machine import machine_info
+
+__all__ = ["RESULTS", "ROOT", "best_time", "git_commit", "machine_info", "python_env",
+           "run_worker", "vmhwm_bytes", "write_result"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # allow `python benchmarks/x.py` from a checkout
-    sys.path.insert(0, str(ROOT))
 
 
 def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return out + ("+dirty" if dirty else "")
-    except Exception:
-        return "unknown"
+    """``HEAD`` of this checkout (``+dirty`` when tracked files differ), else ``"unknown"``."""
+    return _git_commit(ROOT) or "unknown"
 
 
-def machine_info() -> dict:
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-    }
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    for mod in ("numpy", "scipy", "torch", "numba", "faiss", "sklearn"):
-        try:
-            m = __import__(mod)
-            info[f"{mod}_version"] = getattr(m, "__version__", "?")
-        except Exception:
-            pass
-    try:
-        import torch
+def python_env(**extra: str) -> dict:
+    """This process's environment with the repository root first on ``PYTHONPATH`` (so that a
+    worker started anywhere imports this checkout's ``benchmarks`` and ``xmr``), plus ``extra``."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, PYTHONPATH=path, **extra)
 
-        info["torch_threads"] = torch.get_num_threads()
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    except Exception:
-        pass
-    return info
+
+def run_worker(module: str, args: Sequence[str], env: "dict | None" = None,
+               python: "str | None" = None, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``python -m MODULE ARGS`` in a fresh process from the repository root (the one way the
+    benchmarks launch their workers); stdout and stderr are captured as text unless ``kwargs``
+    says otherwise. ``python`` defaults to this interpreter; ``env`` to :func:`python_env`."""
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
+    return subprocess.run([python or sys.executable, "-m", module, *map(str, args)], cwd=ROOT,
+                          env=python_env() if env is None else env, **kwargs)
 
 
 def write_result(name: str, config: dict, results, path: "Path | None" = None) -> Path:

@@ -1,4 +1,4 @@
-"""Smoke test of benchmarks/bias_variance.py at tiny size: the study's code runs in CI and its
+"""Smoke test of benchmarks/studies/bias_variance.py at tiny size: the study's code runs in CI and its
 outputs have the documented shape; the variance identity holds within a loose MC tolerance."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ pytest.importorskip("threadpoolctl")
 
 
 def test_bias_variance_quick(tmp_path):
-    from benchmarks import bias_variance
+    from benchmarks.studies import bias_variance
 
     bias_variance.main(["--quick", "--out", str(tmp_path)])
     payload = json.loads((tmp_path / "bias_variance.json").read_text())

@@ -9,8 +9,8 @@
    ``distill``, ``double-distill`` — under the library's default recipe (decoupled reduction,
    schedule, early stopping on 5 % of the training points), the same epoch budget each;
 5. a table of P@1/3/5, PSP@1/3/5, training time and prediction ms/query next to omikuji's and
-   napkinXC's scores **measured side by side by ``benchmarks/bench_peers.py``** (read from its
-   committed results when the checkout has them), written as JSON.
+   napkinXC's scores **measured side by side by** ``python -m benchmarks.studies.bench_peers``
+   (read from its committed results when the checkout has them), written as JSON.
 """
 
 from __future__ import annotations
@@ -208,28 +208,12 @@ def run_demo(settings: DemoSettings, workdir: Optional[Path] = None, progress: b
 
 
 def _machine() -> Dict:
-    import os
-    import platform
-    import subprocess
-
-    import torch
-
+    """:func:`xmr.utils.machine.machine_info` plus xmr's version and the checkout's commit."""
     import xmr
+    from xmr.utils.machine import git_commit, machine_info
 
-    info = {"platform": platform.platform(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "torch_version": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "xmr_version": xmr.__version__}
-    try:
-        with open("/proc/cpuinfo") as f:
-            info["cpu_model"] = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        info["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                        cwd=Path(__file__).resolve().parent, timeout=5).stdout.strip() or None
-    except Exception:
-        info["commit"] = None
-    return info
+    return {**machine_info(), "xmr_version": xmr.__version__,
+            "commit": git_commit(Path(__file__).resolve().parent, dirty=False)}
 
 
 def format_table(result: Dict) -> str:

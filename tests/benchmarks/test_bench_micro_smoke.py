@@ -43,7 +43,7 @@ def _numbers(x):
 def test_micro_benchmark_runs_at_tiny_size(name, tmp_path):
     args, out = RUNS[name]
     env = dict(os.environ, XMR_BENCH_RESULTS=str(tmp_path), OMP_NUM_THREADS="1")
-    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"),
+    p = subprocess.run([sys.executable, "-m", f"benchmarks.micro.{name}",
                         *[a.format(tmp=tmp_path) for a in args]], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]

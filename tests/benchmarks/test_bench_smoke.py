@@ -30,7 +30,7 @@ def results(tmp_path_factory):
     for name in SCRIPTS:
         out = tmp / f"{name}.json"
         procs[name] = (out, subprocess.Popen(
-            [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--tiny", "--out", str(out)],
+            [sys.executable, "-m", f"benchmarks.throughput.{name}", "--tiny", "--out", str(out)],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     loaded = {}
     for name, (out, p) in procs.items():

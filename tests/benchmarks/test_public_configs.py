@@ -1,11 +1,12 @@
-"""The public-benchmark recipes (benchmarks/configs/NAME/{teacher,student}.json) run end to end.
+"""The public-benchmark recipes (benchmarks/recipes/configs/NAME/{teacher,student}.json) run end to end.
 
 For every registry dataset a miniature in the dataset's own raw format (``_miniatures.py``) is
 placed in ``ROOT/NAME/raw/``, prepared offline by ``xmr data prepare``, and the whole recipe —
-teacher training, ``xmr teacher export``, double-distill student, test evaluation — is run by
-``benchmarks/run_public.py`` with overrides that only shrink the run:
+teacher training, the cross-fitted ``xmr teacher export --folds``, double-distill student, test
+evaluation — is run by ``python -m benchmarks.recipes.run_public`` with overrides that only
+shrink the run:
 
-* ``optim.epochs=1``, ``model.dim=16``, ``miner.refresh_every=2``: size;
+* ``optim.epochs=1``, ``model.dim=16``, ``miner.refresh_every=2``, ``--folds 2`` (default 5): size;
 * ``loss.num_random=32``: a miniature has 96 labels, fewer than the configured |R| (512 … 32768;
   the unigram proposal can only draw labels seen in training). ``test_configs_fit_their_dataset``
   checks that every configured |R| fits the real dataset's label count.
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import run_public
+from benchmarks.recipes import run_public
 from xmr.data.registry import KIND_EMBEDDED, get_dataset, list_datasets
 from xmr.train.config import TrainConfig
 
@@ -34,6 +35,7 @@ from _miniatures import N_TRAIN, write_miniature  # noqa: E402
 CONFIGS = Path(run_public.__file__).resolve().parent / "configs"
 PUBLIC = [d.name for d in list_datasets() if d.kind != KIND_EMBEDDED]
 SHRINK = ["optim.epochs=1", "model.dim=16", "miner.refresh_every=2", "loss.num_random=32"]
+FOLDS = ["--folds", "2"]
 METRICS = ("P@1", "P@3", "P@5", "PSP@1", "PSP@3", "PSP@5")
 
 
@@ -114,7 +116,7 @@ def test_unknown_dataset_lists_the_valid_names(capsys):
 @pytest.mark.parametrize("name", PUBLIC)
 def test_recipe_runs_end_to_end(name, root, tmp_path):
     out = tmp_path / "run"
-    rc = run_public.main([name, "--root", str(root), "--out", str(out), "--no-progress",
+    rc = run_public.main([name, "--root", str(root), "--out", str(out), "--no-progress", *FOLDS,
                           *[a for o in SHRINK for a in ("--set", o)]])
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
@@ -136,6 +138,10 @@ def test_recipe_runs_end_to_end(name, root, tmp_path):
     s_cfg = _load(name, "student")
     store = json.loads((out / "teacher_store" / "meta.json").read_text())
     assert store["k"] == s_cfg.loss.resolved().teacher_k
+    # cross-fitted: every training point scored by a fold teacher that did not see it
+    assert store["folds"] == 2 and store["out_of_fold"] is True
+    assert store["train_config"]["loss"]["preset"] == t_cfg.loss.preset
+    assert res["stages"]["teacher_export"]["folds"] == 2
     from xmr.teachers.store import TeacherStore
 
     ts = TeacherStore.load(out / "teacher_store")
@@ -160,7 +166,7 @@ def test_recipe_runs_end_to_end(name, root, tmp_path):
 def test_skip_teacher_reuses_the_teacher_and_its_store(root, tmp_path):
     name = "EURLex-4K"
     out = tmp_path / "run"
-    args = [name, "--root", str(root), "--out", str(out), "--no-progress",
+    args = [name, "--root", str(root), "--out", str(out), "--no-progress", *FOLDS,
             *[a for o in SHRINK for a in ("--set", o)]]
     assert run_public.main(args) == 0
     weights = (out / "teacher" / "model" / "weights.pt").read_bytes()
@@ -174,6 +180,12 @@ def test_skip_teacher_reuses_the_teacher_and_its_store(root, tmp_path):
     assert (out / "teacher_store" / "ids.npy").read_bytes() == ids
 
 
+def test_one_fold_is_refused(capsys):
+    assert run_public.main(["EURLex-4K", "--folds", "1"]) == 1
+    assert capsys.readouterr().err == ("run_public: error: --folds: expected an integer >= 2 "
+                                       "(a cross-fitted teacher), got 1\n")
+
+
 def test_skip_teacher_without_a_teacher_is_a_clear_error(root, tmp_path, capsys):
     out = tmp_path / "fresh"
     rc = run_public.main(["EURLex-4K", "--root", str(root), "--out", str(out), "--skip-teacher"])
@@ -184,7 +196,7 @@ def test_skip_teacher_without_a_teacher_is_a_clear_error(root, tmp_path, capsys)
 
 
 # --------------------------------------------------------------------------------------------
-# the cost model behind benchmarks/configs/README.md
+# the cost model behind benchmarks/recipes/configs/README.md
 # --------------------------------------------------------------------------------------------
 
 RATES = {"matmul_flops": 100e9, "efficiency": 0.5, "bandwidth": 10e9}
@@ -192,7 +204,7 @@ RATES = {"matmul_flops": 100e9, "efficiency": 0.5, "bandwidth": 10e9}
 
 @pytest.mark.parametrize("name", PUBLIC)
 def test_cost_model_counts_the_documented_flop(name):
-    from benchmarks.estimate_costs import device_estimate, model_cost
+    from benchmarks.recipes.estimate_costs import device_estimate, model_cost
 
     info = get_dataset(name)
     L = info.stats.num_labels
@@ -218,14 +230,14 @@ def test_cost_model_counts_the_documented_flop(name):
 
 
 def test_readme_table_is_generated_for_every_dataset(tmp_path):
-    from benchmarks.estimate_costs import BEGIN, END, render_table, update_readme
+    from benchmarks.recipes.estimate_costs import BEGIN, END, render_table, update_readme
 
     readme = (CONFIGS / "README.md").read_text()
     assert BEGIN in readme and END in readme
     est = {"rates": {"cpu": {**RATES, "source": "s", "bandwidth_source": "b"},
                      "gpu": {**RATES, "source": "s", "bandwidth_source": "b"}},
            "datasets": {}}
-    from benchmarks.estimate_costs import device_estimate, model_cost
+    from benchmarks.recipes.estimate_costs import device_estimate, model_cost
 
     for name in PUBLIC:
         info = get_dataset(name)

@@ -169,7 +169,7 @@ class ShardedLabelTable(nn.Module):
         most ``chunk_size`` labels at a time) with peak extra memory O(B·world × chunk_size).
         The default chunk holds about 2^24 logits (64 MiB in fp32): 65,536 labels for 256 rows,
         clamped to [4,096, 65,536] labels (measured on CPU: smaller chunks run slower, larger
-        ones gain nothing, see ``benchmarks/bench_softmax.py``).
+        ones gain nothing, see ``benchmarks/micro/bench_softmax.py``).
 
         Args:
             emb: f32[B, d] this rank's row embeddings (differentiable).

@@ -54,7 +54,7 @@ class LossConfig:
     #: with reduction="decoupled": "decoupled" (default: the teacher's labels compete with the
     #: row's negatives only, so a teacher label never pushes a true positive down; its mass on a
     #: positive joins that positive's decoupled term) or "shared" (the teacher part α·CE(q^t)
-    #: over one softmax of all candidates). Chosen on validation (benchmarks/tune_teacher.py:
+    #: over one softmax of all candidates). Chosen on validation (benchmarks/studies/tune_teacher.py:
     #: tree teacher, α = 0.5: 0.729 vs 0.707 P@1)
     teacher_term: Optional[str] = None
     #: weight λ of the GLaS regulariser (Guo et al., NeurIPS 2019, *Breaking the Glass Ceiling

@@ -7,9 +7,9 @@ every factory's build time, its search throughput (best of N) and its k-recall@1
 ``Flat`` index measured side by side in the same run (the ratio is the figure; absolute times
 drift with the load of the shared machine).
 
-    python benchmarks/bench_index.py                 # L = 100k and 1M, d = 64 and 256
-    python benchmarks/bench_index.py --full          # also HNSW at 1M labels (slow on 2 cores)
-    python benchmarks/bench_index.py --model runs/m  # a trained model's label table instead
+    python -m benchmarks.micro.bench_index                 # L = 100k and 1M, d = 64 and 256
+    python -m benchmarks.micro.bench_index --full          # also HNSW at 1M labels (slow on 2 cores)
+    python -m benchmarks.micro.bench_index --model runs/m  # a trained model's label table instead
 
 Writes ``benchmarks/results/bench_index.json`` (``--name`` changes the file name).
 """
@@ -22,15 +22,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from benchmarks._common import best_time, write_result  # noqa: E402
-from xmr.data.planted import planted_labels, planted_queries  # noqa: E402
-from xmr.eval.recall import knn_recall  # noqa: E402
-from xmr.index import LabelIndex, exact_search  # noqa: E402
-from xmr.utils.threads import omp_threads  # noqa: E402
+from benchmarks._common import best_time, write_result
+from xmr.data.planted import planted_labels, planted_queries
+from xmr.eval.recall import knn_recall
+from xmr.index import LabelIndex, exact_search
+from xmr.utils.threads import omp_threads
 
 log = logging.getLogger("bench_index")
 
@@ -146,7 +145,8 @@ def main(argv=None) -> int:
               "planted": "planted_labels(L, d, num_centres=512, noise=1.0, seed=0); "
                          "planted_queries(W, n, noise=0.3, seed=1)",
               "skipped": skipped, "total_s": round(time.perf_counter() - t_start, 1),
-              "command": "python " + " ".join(["benchmarks/bench_index.py"] + (argv or sys.argv[1:]))}
+              "command": "python -m " + " ".join(["benchmarks.micro.bench_index"]
+                                                 + (argv or sys.argv[1:]))}
     path = write_result(args.name, config, results)
     log.info("wrote %s", path)
     return 0

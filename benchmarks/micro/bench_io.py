@@ -11,8 +11,8 @@ labels per row, D = 100k, L = 50k, ~170 MB), then measures side by side (reader 
 checks that both readers return the same matrices, and reports the compile time of the parser
 kernel in a fresh process with an empty Numba cache (cold) and with the on-disk cache (warm).
 
-    python benchmarks/bench_io.py            # writes benchmarks/results/bench_io.json
-    python benchmarks/bench_io.py --rows 20000 --repeat 2   # a quick run
+    python -m benchmarks.micro.bench_io            # writes benchmarks/results/bench_io.json
+    python -m benchmarks.micro.bench_io --rows 20000 --repeat 2   # a quick run
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._common import ROOT, best_time, write_result  # noqa: E402
+from benchmarks._common import ROOT, best_time, write_result
 
 
 def synthetic_xy(rows: int, d: int, l: int, nnz_x: int, nnz_y: int, seed: int = 0):

@@ -1,8 +1,8 @@
 """Estimated time per epoch and peak memory of every public recipe, from a cost model.
 
-    python benchmarks/estimate_costs.py [--root DIR] [--out FILE] [--no-readme]
+    python -m benchmarks.recipes.estimate_costs [--root DIR] [--out FILE] [--no-readme]
 
-For each dataset of ``benchmarks/configs/`` and each model (teacher, student) it counts the work
+For each dataset of ``benchmarks/recipes/configs/`` and each model (teacher, student) it counts the work
 of one training step (DESIGN.md §10) and divides it by rates:
 
 * output layer: ``6·B·d·L`` FLOP for the exact softmax, ``6·B·d·C`` for a shared candidate set
@@ -18,7 +18,7 @@ of one training step (DESIGN.md §10) and divides it by rates:
   ``refresh_every`` steps.
 
 Rates: **CPU** — the matmul rate and the exact step's fraction of it measured by
-``benchmarks/bench_softmax.py`` (``benchmarks/results/bench_softmax.json``; and
+``benchmarks/micro/bench_softmax.py`` (``benchmarks/results/bench_softmax.json``; and
 ``bench_step.json`` when present), else a matmul measured here; memory bandwidth from a
 streaming add measured here. **GPU (H100, bf16)** — DESIGN.md §11's anchor of ≈ 800 TFLOP/s in a
 large bf16 matmul (an anchor, not a measurement of this code) at an assumed 50 % efficiency, and
@@ -29,7 +29,7 @@ Memory = parameters + gradients + optimizer state + activations (+ miner index a
 for the student; + the CSR training data on the host for the CPU column).
 
 Every figure is an **estimate**. It writes ``benchmarks/results/public_estimates.json`` and the
-table between the markers of ``benchmarks/configs/README.md``.
+table between the markers of ``benchmarks/recipes/configs/README.md``.
 """
 
 from __future__ import annotations
@@ -42,9 +42,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import RESULTS, write_result  # noqa: E402
+from benchmarks._common import RESULTS, write_result
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 README = CONFIGS / "README.md"

@@ -1,7 +1,7 @@
-"""Worker: train one xmr model on debian-deps in its own process and report like run_peer.py.
+"""Worker: train one xmr model on debian-deps in its own process and report like run_peer.
 
-Usage: python run_xmr.py PRESET OUT_DIR [--set KEY=VALUE ...] [--teacher-store DIR]
-       [--export-k K --folds F --fold f] [--threads N]
+Usage: python -m benchmarks.studies.peers.run_xmr PRESET OUT_DIR [--set KEY=VALUE ...]
+       [--teacher-store DIR] [--export-k K --folds F --fold f] [--threads N]
 
 ``--set`` takes the same dotted keys as ``xmr train --set`` (e.g. ``loss.reduction=decoupled``,
 ``model.dim=96``); with ``--folds F --fold f`` the model trains on the training rows outside

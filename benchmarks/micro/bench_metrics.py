@@ -8,7 +8,7 @@ Measured side by side in one run (best of N), reported as ratios:
    and, for dense rows, vs the usual argpartition idiom (which does not order ties);
 3. ``evaluate`` at the scale named in the design: n = 1M test rows, L = 3M labels, k = 5.
 
-    python benchmarks/bench_metrics.py            # writes benchmarks/results/metrics.json
+    python -m benchmarks.micro.bench_metrics            # writes benchmarks/results/metrics.json
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from _common import best_time, write_result
+from benchmarks._common import best_time, write_result
 
 
 def _problem(n, L, K, seed=0, max_pos=10):

@@ -26,9 +26,9 @@ side by side are the figures to read.
 
 Usage::
 
-    python benchmarks/bench_softmax.py                      # CPU, L ∈ {10k, 100k, 1M}, fp32
-    python benchmarks/bench_softmax.py --tiny               # seconds; smoke test of every path
-    python benchmarks/bench_softmax.py --device cuda --dtype bf16 --labels 1000000 10000000
+    python -m benchmarks.micro.bench_softmax                      # CPU, L ∈ {10k, 100k, 1M}, fp32
+    python -m benchmarks.micro.bench_softmax --tiny               # seconds; smoke test of every path
+    python -m benchmarks.micro.bench_softmax --device cuda --dtype bf16 --labels 1000000 10000000
 
 Writes ``benchmarks/results/bench_softmax[_<device>_<dtype>].json`` (``--tiny`` writes to a
 temporary folder unless ``--out`` is given).
@@ -39,15 +39,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import vmhwm_bytes, write_result  # noqa: E402
+from benchmarks._common import run_worker, vmhwm_bytes, write_result
 
 
 
@@ -151,10 +149,8 @@ def _worker(cfg: dict) -> dict:
 
 
 def _run_config(cfg: dict) -> dict:
-    env = dict(os.environ)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(cfg)],
-                          capture_output=True, text=True, env=env)
+    proc = run_worker("benchmarks.micro.bench_softmax", ["--worker", json.dumps(cfg)])
     if proc.returncode != 0:
         raise RuntimeError(f"worker {cfg} failed:\n{proc.stderr[-3000:]}")
     res = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -37,8 +37,8 @@ near 31k samples/s at 2.8M × 768).
 
 Usage::
 
-    python benchmarks/bench_gpu.py                 # on a GPU machine, < 5 min
-    python benchmarks/bench_gpu.py --tiny          # CPU, seconds: exercises every code path
+    python -m benchmarks.throughput.bench_gpu                 # on a GPU machine, < 5 min
+    python -m benchmarks.throughput.bench_gpu --tiny          # CPU, seconds: exercises every code path
 
 Writes ``benchmarks/results/bench_gpu_<device-slug>.json`` (``--tiny``: a temporary folder
 unless ``--out`` is given).
@@ -57,9 +57,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import RESULTS, write_result  # noqa: E402
+from benchmarks._common import RESULTS, write_result
 
 ANCHORS = {
     "renee_samples_per_s_2.8M_labels_V100_64d": 24_500,

@@ -8,8 +8,8 @@ validation split carved from them (``data.valid_fraction``), is early-stopped on
 scored there: **the test split is never read**. Results (every run, the winner, the budget)
 go to ``benchmarks/results/tune_student.json``; the README renders the table.
 
-    python -m benchmarks.tune_student                  # about 30 minutes on 2 cores
-    python -m benchmarks.tune_student --quick          # smoke run (tiny model, 1 epoch)
+    python -m benchmarks.studies.tune_student                  # about 30 minutes on 2 cores
+    python -m benchmarks.studies.tune_student --quick          # smoke run (tiny model, 1 epoch)
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import write_result  # noqa: E402
+from benchmarks._common import write_result
 
 STAGES = [
     ("loss.reduction", ["pal-n", "pal", "decoupled"]),

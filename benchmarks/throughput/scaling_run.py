@@ -29,8 +29,8 @@ generation time separately from the training time.
 
 Usage::
 
-    python benchmarks/scaling_run.py            # L = 1M, n_train = 50k: data ~10 min once, then a few minutes
-    python benchmarks/scaling_run.py --tiny     # seconds, for the smoke test (writes to a temp dir)
+    python -m benchmarks.throughput.scaling_run            # L = 1M, n_train = 50k: data ~10 min once, then a few minutes
+    python -m benchmarks.throughput.scaling_run --tiny     # seconds, for the smoke test (writes to a temp dir)
 
 Writes ``benchmarks/results/scaling_run.json``.
 """
@@ -48,9 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import RESULTS, vmhwm_bytes, write_result  # noqa: E402
+from benchmarks._common import RESULTS, vmhwm_bytes, write_result
 
 log = logging.getLogger("scaling_run")
 CACHE = RESULTS / "tmp" / "scaling_cache"

@@ -8,9 +8,9 @@ are the validation rows, and **the teacher is cross-fitted on the other 90 % alo
 validation label reaches the student through the teacher's scores. The test split is never
 read. Results: ``benchmarks/results/tune_teacher.json`` (rendered in the README).
 
-    python -m benchmarks.tune_teacher                       # about 40 minutes on 2 cores
-    python -m benchmarks.tune_teacher --quick               # smoke run
-    python -m benchmarks.tune_teacher --only alpha=0.25     # chosen runs (names below)
+    python -m benchmarks.studies.tune_teacher                       # about 40 minutes on 2 cores
+    python -m benchmarks.studies.tune_teacher --quick               # smoke run
+    python -m benchmarks.studies.tune_teacher --only alpha=0.25     # chosen runs (names below)
 """
 
 from __future__ import annotations

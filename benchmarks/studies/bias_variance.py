@@ -21,8 +21,8 @@ Menon, Rawat, Reddi, Kim & Kumar, *A statistical perspective on distillation* (I
     E_x p*(argmax student | x) (the expected precision against labels drawn from p*), mean ±
     standard error over seeds.
 
-Run:  python benchmarks/bias_variance.py            (default, a few minutes on 2 cores)
-      python benchmarks/bias_variance.py --quick    (seconds; the smoke test uses it)
+Run:  python -m benchmarks.studies.bias_variance            (default, a few minutes on 2 cores)
+      python -m benchmarks.studies.bias_variance --quick    (seconds; the smoke test uses it)
 Writes benchmarks/results/bias_variance.json and bias_variance.png (or under --out).
 """
 
@@ -37,11 +37,8 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-if __package__ in (None, ""):  # `python benchmarks/bias_variance.py` from a checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks._common import RESULTS, write_result  # noqa: E402
-from xmr.data.synthetic import SyntheticXMC  # noqa: E402
+from benchmarks._common import RESULTS, write_result
+from xmr.data.synthetic import SyntheticXMC
 
 log = logging.getLogger("bias_variance")
 

@@ -38,9 +38,9 @@ cannot go below ≈ 1.33.
 
 Usage::
 
-    python benchmarks/bench_step.py                       # L = 10k, 100k, 1M (≈ 10 min)
-    python benchmarks/bench_step.py --labels 10000,100000
-    python benchmarks/bench_step.py --tiny                # seconds (smoke test; temp output)
+    python -m benchmarks.throughput.bench_step                       # L = 10k, 100k, 1M (≈ 10 min)
+    python -m benchmarks.throughput.bench_step --labels 10000,100000
+    python -m benchmarks.throughput.bench_step --tiny                # seconds (smoke test; temp output)
 
 Writes ``benchmarks/results/bench_step.json``.
 """
@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,9 +56,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import vmhwm_bytes, write_result  # noqa: E402
+from benchmarks._common import run_worker, vmhwm_bytes, write_result
 
 PRESETS = ("softmax", "sampled", "mined", "double-distill")
 COMPONENTS = ("encoder", "assembly", "mining", "logits_loss", "optimizer")
@@ -228,8 +226,7 @@ def _worker(cfg: dict) -> dict:
 def _run_configs(cfgs: list) -> list:
     """Run configurations one after another in one fresh subprocess; their figures."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(cfgs)],
-                          capture_output=True, text=True)
+    proc = run_worker("benchmarks.throughput.bench_step", ["--worker", json.dumps(cfgs)])
     if proc.returncode != 0:
         names = ", ".join(f"{c['preset']} L={c['labels']}" for c in cfgs)
         raise RuntimeError(f"worker ({names}) failed:\n{proc.stderr[-3000:]}")

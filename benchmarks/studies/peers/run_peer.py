@@ -1,11 +1,12 @@
 """Worker run in its own process (and, for a peer, its own virtual environment): train one
-method on a dataset exported by ``bench_peers.py``, predict the test set's top-5, and report
-training time, prediction ms/query and the process's peak resident memory.
+method on a dataset exported by ``benchmarks.studies.bench_peers``, predict the test set's
+top-5, and report training time, prediction ms/query and the process's peak resident memory.
 
-Usage: python run_peer.py METHOD DATA_DIR OUT_DIR [--threads N]
+Usage: python -m benchmarks.studies.peers.run_peer METHOD DATA_DIR OUT_DIR [--threads N]
 METHOD: omikuji | napkinxc-plt
 
-Only numpy and scipy beside the peer are needed, so the same file runs in a peer's venv.
+Only numpy and scipy beside the peer are needed (nothing from ``benchmarks`` or ``xmr``), so the
+same module runs in a peer's venv (launched from the repository root).
 """
 
 import argparse

@@ -5,25 +5,27 @@ environment if it imports there, else in a virtual environment the script create
 ``benchmarks/.peer-venvs/`` (pip install by name), else it is skipped with the reason. Reports
 P@1/3/5, PSP@1/3/5, training time, prediction ms/query and peak memory (max RSS of the process).
 
-    python benchmarks/bench_peers.py            # default sizes (~10 minutes on 2 cores)
-    python benchmarks/bench_peers.py --quick    # tiny epochs, for a smoke run
+    python -m benchmarks.studies.bench_peers            # default sizes (~10 minutes on 2 cores)
+    python -m benchmarks.studies.bench_peers --quick    # tiny epochs, for a smoke run
+
+The workers (``benchmarks/studies/peers/``) run as modules from the repository root; the peer
+worker imports only numpy, scipy and the peer, so it runs in a peer's own venv too.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import venv
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+from benchmarks._common import RESULTS, ROOT, python_env, run_worker, write_result
 
-from benchmarks._common import write_result  # noqa: E402
+PEER_WORKER = "benchmarks.studies.peers.run_peer"
+XMR_WORKER = "benchmarks.studies.peers.run_xmr"
 
 PEERS = {"omikuji": "omikuji", "napkinxc-plt": "napkinxc"}
 
@@ -33,7 +35,7 @@ def peer_python(module: str, pip_name: str) -> "tuple[str | None, str]":
     probe = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True)
     if probe.returncode == 0:
         return sys.executable, "current environment"
-    env_dir = HERE / ".peer-venvs" / pip_name
+    env_dir = ROOT / "benchmarks" / ".peer-venvs" / pip_name
     py = env_dir / "bin" / "python"
     if not py.exists():
         venv.create(env_dir, with_pip=True)
@@ -80,7 +82,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="xmr-peers-") as tmp:
         tmp = Path(tmp)
         export(ds, tmp / "data")
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=str(HERE.parent.parent))
+        env = python_env(OMP_NUM_THREADS=str(args.threads))
 
         def record(out: Path, extra=None):
             res = json.loads((out / "result.json").read_text())
@@ -103,15 +105,14 @@ def main(argv=None):
                 print(f"skipping {method}: {where}", flush=True)
                 continue
             out = tmp / method
-            r = subprocess.run([py, str(HERE / "peers" / "run_peer.py"), method, str(tmp / "data"), str(out),
-                                "--threads", str(args.threads)], env=env, capture_output=True, text=True)
+            r = run_worker(PEER_WORKER, [method, tmp / "data", out, "--threads", args.threads],
+                           env=env, python=py)
             if r.returncode != 0:
                 skipped[method] = f"failed: {r.stderr.strip()[-300:]}"
                 print(f"{method} failed: {r.stderr[-500:]}", flush=True)
                 continue
             record(out, {"environment": where})
 
-        worker = [sys.executable, str(HERE / "peers" / "run_xmr.py")]
         common = ["--threads", str(args.threads)]
         recipe = [f"model.dim={sdim}", f"optim.epochs={epochs}"] + (
             ["data.valid_fraction=0.05", "eval_every=1", "early_stopping_patience=2"]
@@ -128,9 +129,10 @@ def main(argv=None):
         parts, t_train = [], 0.0
         for f in range(folds):
             t_out = tmp / f"xmr-teacher{f}"
-            subprocess.run(worker + ["softmax", str(t_out), "--export-k", str(K), "--folds", str(folds),
-                                     "--fold", str(f), "--name", f"xmr teacher (fold {f})"]
-                           + sum((["--set", o] for o in recipe), []) + common, env=env, check=True)
+            run_worker(XMR_WORKER, ["softmax", t_out, "--export-k", K, "--folds", folds,
+                                    "--fold", f, "--name", f"xmr teacher (fold {f})"]
+                       + sum((["--set", o] for o in recipe), []) + common, env=env, check=True,
+                       capture_output=False)
             parts.append(np.load(t_out / "teacher_part.npz"))
             t_train += json.loads((t_out / "result.json").read_text())["train_s"]
         ids, scores = np.full((n_trn, K), -1, np.int64), np.full((n_trn, K), -np.inf, np.float32)
@@ -167,12 +169,12 @@ def main(argv=None):
 
         def student(preset, name, teacher=None, extra=()):
             out = tmp / f"xmr-{name.replace(' ', '_')}"
-            cmd = worker + [preset, str(out), "--name", name] + sum(
+            cmd = [preset, str(out), "--name", name] + sum(
                 (["--set", o] for o in recipe + list(extra)), []) + common
             if teacher is not None:
                 cmd += ["--teacher-store", str(teachers[teacher]), "--set",
                         f"loss.tau_t={reports[teacher]['calibration']['tau']}"]
-            subprocess.run(cmd, env=env, check=True)
+            run_worker(XMR_WORKER, cmd, env=env, check=True, capture_output=False)
             record(out, {"role": "student", "teacher": teacher})
 
         for preset in [p for p in args.presets.split(",") if p]:
@@ -191,7 +193,7 @@ def main(argv=None):
         from xmr.eval.frequency import plot_by_frequency
 
         keep = {r["method"]: r["by_frequency"] for r in rows if r.get("role") != "teacher"}
-        plot_by_frequency(keep, HERE / "results" / "bench_peers_frequency.png",
+        plot_by_frequency(keep, RESULTS / "bench_peers_frequency.png",
                           title="debian-deps test points by their most frequent positive")
     path = write_result("bench_peers" if not args.quick else "bench_peers_quick",
                         {"dataset": "debian-deps", "split": "seeded 80/20 (seed 0)", "epochs": epochs,

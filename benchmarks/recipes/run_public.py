@@ -1,17 +1,20 @@
 """Run the whole double-distillation recipe on one prepared public benchmark.
 
-    python benchmarks/run_public.py NAME [--root DIR] [--out runs/NAME] [--set key=value ...]
-                                         [--skip-teacher]
+    python -m benchmarks.recipes.run_public NAME [--root DIR] [--out runs/NAME] [--folds K]
+                                            [--set key=value ...] [--skip-teacher]
 
 Stages (each through xmr's own CLI entry point, ``xmr.cli.main.main``):
 
-1. ``xmr train --config benchmarks/configs/NAME/teacher.json`` → ``OUT/teacher/model``: the
+1. ``xmr train --config benchmarks/recipes/configs/NAME/teacher.json`` → ``OUT/teacher/model``: the
    larger teacher (exact ``softmax``, or ``sampled`` where a full softmax is too slow; see
-   ``benchmarks/configs/README.md``);
-2. ``xmr teacher export --model OUT/teacher/model --split train -k K`` → ``OUT/teacher_store``:
-   the teacher's top-K labels and raw logits on the training set, with K the student's
-   ``loss.teacher_k``;
-3. ``xmr train --config benchmarks/configs/NAME/student.json --set teacher=OUT/teacher_store``
+   ``benchmarks/recipes/configs/README.md``);
+2. ``xmr teacher export --dataset NAME --folds F --config benchmarks/recipes/configs/NAME/teacher.json
+   -k K`` → ``OUT/teacher_store``: the **cross-fitted** teacher — F teachers of the same config,
+   each trained on the training points outside its fold, export the top-K labels and raw
+   logits of the points in it (``xmr.teachers.export.export_teacher``), so that no training
+   point is scored by a model that saw it; F = ``--folds`` (default 5), K the student's
+   ``loss.teacher_k``. The full-data teacher of stage 1 is the one scored on the test set;
+3. ``xmr train --config benchmarks/recipes/configs/NAME/student.json --set teacher=OUT/teacher_store``
    → ``OUT/student/model``: the smaller ``double-distill`` student (Menon et al. 2020, §5:
    the teacher's probabilities as soft targets and its top labels as negatives);
 4. both models are evaluated on the test set — P@k, nDCG@k, PSP@k, PSnDCG@k at k = 1, 3, 5,
@@ -22,7 +25,7 @@ Stages (each through xmr's own CLI entry point, ``xmr.cli.main.main``):
 ``--set key=value`` overrides apply to both configs (``--teacher-set`` / ``--student-set`` to
 one of them); ``data.dataset`` and ``data.root`` are always set from NAME and ``--root``.
 ``--skip-teacher`` reuses ``OUT/teacher/model`` (and ``OUT/teacher_store`` when it was exported
-with the same K). The dataset must have been prepared with ``xmr data prepare NAME``.
+with the same K and F). The dataset must have been prepared with ``xmr data prepare NAME``.
 """
 
 from __future__ import annotations
@@ -37,10 +40,10 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 KS = (1, 3, 5)
+FOLDS = 5  # cross-fitting folds of the exported teacher
 
 log = logging.getLogger("run_public")
 
@@ -106,36 +109,21 @@ def _train_summary(stdout: str) -> dict:
 
 
 def evaluate_model(model_dir: Path, ds, inv_prop) -> dict:
-    """Test-set metrics of a saved model at k = 1, 3, 5 (filter pairs removed first).
-
-    The model ranks ``5 + (most filtered pairs of any test row)`` labels, so that after the
-    filter pairs are dropped every row still has a full top-5 list.
-    """
-    import numpy as np
-
-    from xmr.eval import evaluate
+    """Test-set metrics of a saved model at k = 1, 3, 5 (filter pairs removed first), by
+    :func:`xmr.eval.evaluate_model` (it ranks ``5 + (most filtered pairs of any test row)``
+    labels, so that after the filter pairs are dropped every row still has a full top-5)."""
+    from xmr.eval import evaluate_model as _evaluate_model
     from xmr.models import XMRModel
 
     model = XMRModel.load(model_dir, expect_num_labels=ds.num_labels,
                           expect_num_features=ds.num_features)
-    extra = 0
-    fp = ds.filter_pairs
-    if fp is not None and len(fp):
-        extra = int(np.bincount(fp[:, 0], minlength=ds.Y_tst.shape[0]).max())
-    k = min(max(KS) + extra, ds.num_labels)
-    t0 = time.perf_counter()
-    _, ids = model.predict(ds.X_tst, k)
-    predict_s = time.perf_counter() - t0
-    m = evaluate(ds.Y_tst, ids, ks=KS, inv_prop=inv_prop,
-                 filter_pairs=fp if fp is not None and len(fp) else None)
-    m["predict_ms_per_query"] = 1000.0 * predict_s / max(ds.X_tst.shape[0], 1)
-    return m
+    return _evaluate_model(model, ds, ks=KS, split="test", inv_prop=inv_prop)
 
 
 def run(name: str, root: Optional[str] = None, out: Optional[str] = None,
         overrides: Sequence[str] = (), teacher_overrides: Sequence[str] = (),
         student_overrides: Sequence[str] = (), skip_teacher: bool = False,
-        progress: bool = True) -> dict:
+        progress: bool = True, folds: int = FOLDS) -> dict:
     """Run the recipe (see the module docstring); return what was written to results.json."""
     from benchmarks._common import git_commit, machine_info
     from xmr.data.prepare import NotPreparedError, dataset_dir, is_prepared
@@ -145,6 +133,8 @@ def run(name: str, root: Optional[str] = None, out: Optional[str] = None,
 
     info = get_dataset(name)
     name = info.name
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise ValueError(f"--folds: expected an integer >= 2 (a cross-fitted teacher), got {folds}")
     if not is_prepared(name, root):
         folder = dataset_dir(name, root)
         root_arg = f" --root {folder.parent}" if root is not None else ""
@@ -176,20 +166,27 @@ def run(name: str, root: Optional[str] = None, out: Optional[str] = None,
                                   progress), "teacher training")
         stages["teacher_train"] = {"wall_s": time.perf_counter() - t0, **_train_summary(stdout)}
 
-    # 2. teacher top-K on the training set
+    # 2. cross-fitted teacher: out-of-fold top-K on the training set
     reuse = False
     if skip_teacher and (store / "meta.json").is_file():
-        reuse = json.loads((store / "meta.json").read_text()).get("k") == teacher_k
+        meta = json.loads((store / "meta.json").read_text())
+        reuse = meta.get("k") == teacher_k and meta.get("folds") == folds \
+            and bool(meta.get("out_of_fold"))
     if reuse:
         stages["teacher_export"] = {"skipped": True}
     else:
         t0 = time.perf_counter()
-        argv = ["teacher", "export", "--model", str(t_model), "--dataset", name, "--split",
-                "train", "-k", str(teacher_k), "--out", str(store)]
+        argv = ["teacher", "export", "--dataset", name, "--folds", str(folds), "--config",
+                str(cfgs["teacher"]), "-k", str(teacher_k), "--out", str(store)]
         if root is not None:
             argv += ["--root", root]
+        for o in t_over:
+            argv += ["--set", o]
+        if not progress:
+            argv.append("--no-progress")
         _xmr(argv, "teacher export")
-        stages["teacher_export"] = {"wall_s": time.perf_counter() - t0, "k": teacher_k}
+        stages["teacher_export"] = {"wall_s": time.perf_counter() - t0, "k": teacher_k,
+                                    "folds": folds, "out_of_fold": True}
 
     # 3. student
     t0 = time.perf_counter()
@@ -253,6 +250,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="override in the teacher's config only")
     ap.add_argument("--student-set", action="append", default=[], metavar="KEY=VALUE",
                     help="override in the student's config only")
+    ap.add_argument("--folds", type=int, default=FOLDS,
+                    help=f"cross-fitting folds of the exported teacher (default {FOLDS})")
     ap.add_argument("--skip-teacher", action="store_true",
                     help="reuse OUT/teacher/model instead of training the teacher")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -265,7 +264,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         res = run(args.name, root=args.root, out=args.out, overrides=args.overrides,
                   teacher_overrides=args.teacher_set, student_overrides=args.student_set,
-                  skip_teacher=args.skip_teacher, progress=not args.no_progress)
+                  skip_teacher=args.skip_teacher, progress=not args.no_progress,
+                  folds=args.folds)
     except (XMRError, RecipeError, ValueError) as exc:
         print(f"run_public: error: {exc}", file=sys.stderr)
         return 1

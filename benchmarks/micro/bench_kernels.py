@@ -12,7 +12,7 @@ that the training loss uses (``col_bias`` + row exceptions + CSR targets; kernel
 ``assemble_candidates_sparse`` vs the vectorised ``assemble_candidates_sparse_ref``), the
 latter with ``share_columns`` on and off (off: the exceptions are each row's visibility list).
 
-Run: ``python benchmarks/bench_kernels.py [--repeat 5] [--quick] [--threads 1]``
+Run: ``python -m benchmarks.micro.bench_kernels [--repeat 5] [--quick] [--threads 1]``
 → ``benchmarks/results/bench_kernels.json``.
 """
 
@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._common import best_time, write_result  # noqa: E402
+from benchmarks._common import best_time, write_result
 
 log = logging.getLogger("bench_kernels")
 

@@ -1,0 +1,1 @@
+"""micro benchmarks (see benchmarks/README.md)."""

@@ -1,0 +1,1 @@
+"""recipes benchmarks (see benchmarks/README.md)."""

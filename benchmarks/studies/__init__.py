@@ -1,0 +1,1 @@
+"""studies benchmarks (see benchmarks/README.md)."""

@@ -1,0 +1,1 @@
+"""throughput benchmarks (see benchmarks/README.md)."""
