@@ -103,10 +103,11 @@ def _teachers():
     if res is None or "teachers" not in res["results"]:
         return None
     rows = [[name, r["log_loss"], r["ece"], r["top_k_recall"], r["P@1"], r["P@5"],
+             f"{r['calibration']['tau']:g}" if "calibration" in r else "–",
              None if r.get("fit_seconds") is None else f"{r['fit_seconds']:.0f}"]
             for name, r in res["results"]["teachers"].items()]
     return (table(["teacher (out-of-fold, training points)", "log-loss", "ECE", "recall@32", "P@1",
-                   "P@5", "fit s"], rows)
+                   "P@5", "calibrated τ_t", "fit s"], rows)
             + f"\n\nChosen by the lowest log-loss: **{res['results']['teacher_chosen']}**."
             + source_line(res))
 
