@@ -118,10 +118,9 @@ def run_demo(settings: DemoSettings, workdir: Optional[Path] = None, progress: b
     if not settings.baselines_only:
         import importlib.util
 
-        from xmr.teachers.store import TeacherStore
         from xmr.teachers.trees import fit_tree_teacher
         from xmr.train.config import TrainConfig
-        from xmr.train.loop import Trainer
+        from xmr.train.run import run_training
 
         tmp = tempfile.TemporaryDirectory(prefix="xmr-demo-") if workdir is None else None
         work = Path(workdir) if workdir is not None else Path(tmp.name)
@@ -187,11 +186,12 @@ def run_demo(settings: DemoSettings, workdir: Optional[Path] = None, progress: b
         # --- students, same size and epoch budget, one per preset
         for preset in settings.presets:
             scfg = config(preset, settings.student_dim, str(store_dir))
-            teacher = TeacherStore.load(store_dir) if scfg.loss.resolved().needs_teacher else None
-            tr = Trainer(scfg, ds.X_trn, ds.Y_trn, out_dir=None, teacher=teacher, progress=progress)
-            res = tr.fit()
+            # the library's entry point, as `xmr train` (in memory; the demo scores the test
+            # split itself, with its own timing of prediction)
+            res = run_training(scfg, None, dataset=ds, progress=progress, test_eval=False)
             _, ids, ms = _timed_predict(lambda: res.model.predict(ds.X_tst, 5), n_tst)
-            score(f"student {preset} (d={settings.student_dim})", ids, res.train_seconds, ms)
+            score(f"student {preset} (d={settings.student_dim})", ids,
+                  res.summary["train_seconds"], ms)
         if tmp is not None:
             tmp.cleanup()
 
