@@ -158,3 +158,27 @@ def test_swap_lag_validation():
         HardNegativeMiner(L, refresh_every=3, async_refresh=True, swap_lag=4)
     with pytest.raises(ValueError, match=r"^swap_lag: expected an integer >= 1"):
         HardNegativeMiner(L, async_refresh=True, swap_lag=0)
+
+
+@pytest.mark.parametrize("build_threads,caller", [(None, 2), (2, 1)])
+def test_the_background_build_uses_the_thread_budget(tables, build_threads, caller):
+    """OpenMP thread counts are per thread (a new thread starts from the process default, not
+    from its creator's omp_set_num_threads): the worker sets its own, ``build_threads`` or the
+    count in effect in the thread that took the snapshot."""
+    from xmr.utils.optional import faiss
+
+    Ws, Q, indptr, pos = tables
+    miner = HardNegativeMiner(L, refresh_every=2, async_refresh=True, build_threads=build_threads,
+                              **_kw())
+    miner.maybe_refresh(0, lambda: Ws[0])
+    seen, build = [], miner._build
+
+    def spy(W, m):
+        seen.append(faiss().omp_get_max_threads())
+        return build(W, m)
+
+    miner._build = spy
+    with omp_threads(caller):
+        miner.maybe_refresh(2, lambda: Ws[2])
+    miner.maybe_refresh(3, lambda: Ws[3])
+    assert seen == [build_threads or caller] and miner.index_step_ == 2
