@@ -10,8 +10,9 @@ learning-rate schedule, the step counter, checkpoints and held-out evaluation. T
 is resolved once here and shared by the sources, the objective and the step.
 
 Reproducibility: the epoch order comes from ``rng(seed, epoch)``, the random negatives of step
-``t`` from ``rng(seed, t)``, torch's RNG state (dropout) and the miner's index are saved in every
-checkpoint, so ``resume`` continues the same run and reaches the same weights.
+``t`` from ``rng(seed, t)``, torch's RNG state (dropout) and the miner's index (with a pending
+background build of ``miner.async_refresh``, whose swap step is a function of its snapshot step)
+are saved in every checkpoint, so ``resume`` continues the same run and reaches the same weights.
 """
 
 from __future__ import annotations
