@@ -61,6 +61,38 @@ def test_resume_reaches_the_same_weights(planted, tmp_path, preset):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
 
 
+@pytest.mark.parametrize("swap_lag", [1, 2])
+def test_resume_reaches_the_same_weights_with_async_refresh(planted, tmp_path, swap_lag):
+    """miner.async_refresh: the checkpoint at step 4 falls between the snapshot of step 3 and
+    its swap (step 3 + lag); the resumed run swaps the saved pending index in at the same step."""
+    X, Y = planted
+    cfg = _cfg("mined", epochs=2, num_random=16)
+    cfg.miner.async_refresh = True
+    cfg.miner.swap_lag = swap_lag
+    cfg.checkpoint_every = 4
+    full_tr = Trainer(cfg, X, Y, out_dir=tmp_path / "full", progress=False)
+    full = full_tr.fit()
+    st = full_tr.miner.stats()
+    assert st["async_builds"] > 0 and st["staleness_max"] == cfg.miner.refresh_every + swap_lag - 1
+    part = Trainer(cfg, X, Y, out_dir=tmp_path / "part", progress=False)
+    part.fit(stop_after_steps=6)  # mid-epoch; checkpoint at step 4, steps 5-6 are lost
+    ck = tmp_path / "part" / "checkpoint" / "miner"
+    saved = json.loads((ck / "state.json").read_text())
+    # written before step 4 ran: the snapshot of step 3 is pending (swap at 3 + lag >= 4)
+    assert (saved["pending_step"], saved["index_step"]) == (3, 0)
+    assert (ck / "pending_index" / "meta.json").is_file()
+    resumed = Trainer(cfg, X, Y, out_dir=tmp_path / "part", progress=False).fit(resume=True)
+    assert resumed.steps == full.steps
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert set(a) == set(b)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    # and the asynchronous run is not the synchronous one (the lag changes the negatives)
+    sync_cfg = _cfg("mined", epochs=2, num_random=16)
+    sync = Trainer(sync_cfg, X, Y, progress=False).fit()
+    assert any(not torch.equal(a[k], sync.model.state_dict()[k]) for k in a)
+
+
 def test_resume_refuses_a_different_config(planted, tmp_path):
     X, Y = planted
     cfg = _cfg("sampled", epochs=1, num_random=16)

@@ -104,7 +104,8 @@ class CandidateSources:
     miner : a :class:`~xmr.negatives.miner.HardNegativeMiner`; needed by :meth:`__call__` when
         ``cfg.needs_miner``.
     label_rows : ``() -> f32[L, d]``, the current label table (called only when the miner's
-        index is due for a rebuild; a distributed run gathers the rows of all ranks).
+        index is due for a rebuild; in a distributed run this rank's rows ``[lo, hi)``, which
+        its sharded miner indexes).
     teacher_probabilities : the teacher's logits are log-probabilities (tree teachers,
         ensembles): the ``ova`` reduction reads them as per-label probabilities. None: the
         teacher store's ``meta["probabilities"]`` (False without a store).

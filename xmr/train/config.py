@@ -46,6 +46,12 @@ class MinerConfig:
     refresh_every: int = 100  #: steps between index rebuilds (staleness)
     skip_top: int = 0  #: ranks skipped at the top (likely false negatives)
     factory: str = "HNSW32"
+    #: build each refreshed index in a background thread from a snapshot of W taken at the
+    #: refresh step t; it is used from step t + swap_lag (the training thread waits for it
+    #: there), so results depend on the step numbers only (xmr.negatives.miner)
+    async_refresh: bool = False
+    swap_lag: int = 1  #: steps from a snapshot to its index's first use (1..refresh_every)
+    build_threads: int = 0  #: FAISS threads of the background build (0 = the caller's count)
 
     def validate(self, prefix: str = "miner.") -> None:
         check_int(prefix + "k", self.k, 1)
@@ -53,6 +59,12 @@ class MinerConfig:
             check_int(prefix + "num_negatives", self.num_negatives, 0)
         check_int(prefix + "refresh_every", self.refresh_every, 1)
         check_int(prefix + "skip_top", self.skip_top, 0)
+        check_int(prefix + "swap_lag", self.swap_lag, 1)
+        if self.async_refresh and self.swap_lag > self.refresh_every:
+            raise ConfigError(f"{prefix}swap_lag: expected at most {prefix}refresh_every="
+                              f"{self.refresh_every} with {prefix}async_refresh, got "
+                              f"{self.swap_lag}")
+        check_int(prefix + "build_threads", self.build_threads, 0)
 
 
 @dataclass

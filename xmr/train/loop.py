@@ -10,8 +10,9 @@ learning-rate schedule, the step counter, checkpoints and held-out evaluation. T
 is resolved once here and shared by the sources, the objective and the step.
 
 Reproducibility: the epoch order comes from ``rng(seed, epoch)``, the random negatives of step
-``t`` from ``rng(seed, t)``, torch's RNG state (dropout) and the miner's index are saved in every
-checkpoint, so ``resume`` continues the same run and reaches the same weights.
+``t`` from ``rng(seed, t)``, torch's RNG state (dropout) and the miner's index (with a pending
+background build of ``miner.async_refresh``, whose swap step is a function of its snapshot step)
+are saved in every checkpoint, so ``resume`` continues the same run and reaches the same weights.
 """
 
 from __future__ import annotations
@@ -158,20 +159,14 @@ def lr_factor(step: int, total: int, schedule: str, warmup_fraction: float,
 
 
 def _save_miner(miner, path: Path) -> None:
-    """The miner's index, refresh step and sampling RNG state, so a resumed run mines exactly
-    what the uninterrupted one would have (the index is the one built at the last refresh)."""
-    path.mkdir(parents=True, exist_ok=True)
-    miner.index_.save(path / "index")
-    (path / "state.json").write_text(json.dumps(miner.state_dict()))
+    """The miner's index (and a pending background build, waited for), refresh steps and
+    sampling RNG state, so a resumed run mines exactly what the uninterrupted one would have
+    (:meth:`~xmr.negatives.miner.HardNegativeMiner.save`)."""
+    miner.save(path)
 
 
 def _load_miner(miner, path: Path) -> None:
-    from xmr.index.label_index import LabelIndex
-
-    miner.index_ = LabelIndex.load(path / "index", expect_num_labels=miner.num_labels)
-    from xmr.utils.validation import read_json
-
-    miner.load_state_dict(read_json(path / "state.json", "the JSON object of the miner's state"))
+    miner.load(path)
 
 
 class Trainer:
@@ -251,15 +246,19 @@ class Trainer:
             from xmr.negatives.miner import HardNegativeMiner
 
             m = cfg.miner
+            # world > 1: each rank indexes its own label range (sharded mining, collective)
             self.miner = HardNegativeMiner(self.num_labels, k=m.k, refresh_every=m.refresh_every,
                                            skip_top=m.skip_top, num_negatives=m.num_negatives or None,
-                                           factory=m.factory, seed=cfg.seed)
+                                           factory=m.factory, seed=cfg.seed,
+                                           async_refresh=m.async_refresh, swap_lag=m.swap_lag,
+                                           build_threads=m.build_threads or None,
+                                           process_group=process_group)
         from xmr.negatives.sources import CandidateSources
         from xmr.train.step import TrainStep
 
         self.sources = CandidateSources(self.loss_cfg, self.num_labels, label_counts=counts,
                                         seed=cfg.seed, teacher=teacher, miner=self.miner,
-                                        label_rows=self._full_label_rows)
+                                        label_rows=self._miner_label_rows)
         self.objective = UnifiedObjective(self.loss_cfg, self.num_labels,
                                           full_softmax_chunk=cfg.optim.full_softmax_chunk,
                                           sources=self.sources)
@@ -304,7 +303,8 @@ class Trainer:
             torch.save(self._state(), tmp / "state.pt")
             (tmp / "config.json").write_text(self.cfg.to_json())
             (tmp / "history.json").write_text(json.dumps(self.history, indent=2) + "\n")
-            if self.miner is not None and self.miner.index_ is not None:
+            if self.miner is not None and (self.miner.index_ is not None
+                                           or self.miner.pending_step_ is not None):
                 _save_miner(self.miner, tmp / "miner")
         log.info("checkpoint at step %d written to %s", self.step, path)
         return path
@@ -356,6 +356,13 @@ class Trainer:
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch,
                  self.batch_in_epoch)
         return True
+
+    def _miner_label_rows(self) -> np.ndarray:
+        """The rows the miner indexes: all L in one process; this rank's ``[lo, hi)`` in a
+        distributed run (sharded mining: no gather of the table)."""
+        if self.world == 1:
+            return self._full_label_rows()
+        return self.model.label_table.weight.detach().float().cpu().numpy()
 
     def _full_label_rows(self) -> np.ndarray:
         """All L label rows as float32 numpy (gathered over ranks in a distributed run)."""
