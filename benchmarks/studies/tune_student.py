@@ -54,11 +54,13 @@ def set_key(cfg, key: str, value):
         cfg.optim.warmup_fraction = 0.05
 
 
-def run_one(cfg, X, Y, inv_prop):
+def run_one(cfg, X, Y, inv_prop, teacher=None):
+    """Train ``cfg`` (early-stopped on its validation rows) and return the best epoch's
+    validation figures, the history and the wall time."""
     from xmr.train.loop import Trainer
 
     t0 = time.perf_counter()
-    tr = Trainer(cfg, X, Y, inv_prop=inv_prop, progress=False)
+    tr = Trainer(cfg, X, Y, inv_prop=inv_prop, teacher=teacher, progress=False)
     res = tr.fit()
     best = max(res.history, key=lambda h: h["P@1"]) if res.history else {}
     return {"valid_P@1": best.get("P@1"), "valid_P@5": best.get("P@5"),

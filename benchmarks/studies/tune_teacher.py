@@ -16,13 +16,13 @@ read. Results: ``benchmarks/results/tune_teacher.json`` (rendered in the README)
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks._common import write_result
+from benchmarks.studies.tune_student import run_one
 
 VALID_FRACTION = 0.1
 
@@ -115,19 +115,6 @@ def fit_teacher(kind: str, X, Y, fit_rows, folds: int, threads: int, quick: bool
     np.cumsum(lens, out=indptr[1:])
     return TeacherStore(indptr=indptr, ids=np.asarray(st.ids), logits=np.asarray(st.logits),
                         num_labels=L, meta={**st.meta, "fit_rows": int(len(fit_rows))})
-
-
-def run_one(cfg, X, Y, inv_prop, teacher):
-    from xmr.train.loop import Trainer
-
-    t0 = time.perf_counter()
-    tr = Trainer(cfg, X, Y, inv_prop=inv_prop, teacher=teacher, progress=False)
-    res = tr.fit()
-    best = max(res.history, key=lambda h: h["P@1"]) if res.history else {}
-    return {"valid_P@1": best.get("P@1"), "valid_P@5": best.get("P@5"),
-            "valid_PSP@1": best.get("PSP@1"), "best_epoch": best.get("epoch"),
-            "epochs_run": len(res.history), "train_s": time.perf_counter() - t0,
-            "history": [{k: h[k] for k in ("epoch", "P@1", "P@5", "PSP@1")} for h in res.history]}
 
 
 def main(argv=None):

@@ -207,17 +207,8 @@ class ShardedLabelTable(nn.Module):
         check_int("cache_bytes", cache_bytes, 0)
         check_int("chunk_size", chunk_size, 1, allow_none=True)
         device = self.weight.device
-        msg = validate_embeddings(emb, self.dim)
-        if msg is None:
-            try:
-                t_indptr = _as_tensor(t_indptr, torch.int64, device, "t_indptr")
-                t_ids = _as_tensor(t_ids, torch.int64, device, "t_ids")
-                t_vals = _as_tensor(t_vals, torch.float32, device, "t_vals")
-            except TypeError as e:
-                msg = e
-        if msg is None:
-            msg = validate_targets(t_indptr, t_ids, t_vals, emb.shape[0], self.num_labels,
-                                   normalized=normalized)
+        msg, t_indptr, t_ids, t_vals = self._checked_targets(emb, t_indptr, t_ids, t_vals,
+                                                             normalized)
         if msg is None and positives is not None:
             try:
                 p_indptr, p_ids, p_w = positives
@@ -252,6 +243,24 @@ class ShardedLabelTable(nn.Module):
             chunk_bounds(self.shard_bounds, int(chunk_size)), comm, row0, row0 + B,
             int(cache_bytes), *dec, bool(soft_on_neg))
         return _reduce(loss, reduction)
+
+    def _checked_targets(self, emb, t_indptr, t_ids, t_vals, normalized: bool):
+        """``(message or None, t_indptr, t_ids, t_vals)``: the embeddings and CSR targets
+        checked (:func:`validate_embeddings`, :func:`validate_targets`) and as tensors on the
+        table's device; nothing is raised here, so every rank can agree on the error."""
+        device = self.weight.device
+        msg = validate_embeddings(emb, self.dim)
+        if msg is None:
+            try:
+                t_indptr = _as_tensor(t_indptr, torch.int64, device, "t_indptr")
+                t_ids = _as_tensor(t_ids, torch.int64, device, "t_ids")
+                t_vals = _as_tensor(t_vals, torch.float32, device, "t_vals")
+            except TypeError as e:
+                msg = e
+        if msg is None:
+            msg = validate_targets(t_indptr, t_ids, t_vals, emb.shape[0], self.num_labels,
+                                   normalized=normalized)
+        return msg, t_indptr, t_ids, t_vals
 
     def _gather_targets(self, emb, t_indptr, t_ids, t_vals):
         """All ranks' rows and this rank's share of the CSR targets, as coordinate lists sorted
@@ -288,18 +297,7 @@ class ShardedLabelTable(nn.Module):
         """
         if reduction not in _REDUCTIONS:
             raise ValueError(f"reduction: expected one of {list(_REDUCTIONS)}, got {reduction!r}")
-        device = self.weight.device
-        msg = validate_embeddings(emb, self.dim)
-        if msg is None:
-            try:
-                t_indptr = _as_tensor(t_indptr, torch.int64, device, "t_indptr")
-                t_ids = _as_tensor(t_ids, torch.int64, device, "t_ids")
-                t_vals = _as_tensor(t_vals, torch.float32, device, "t_vals")
-            except TypeError as e:
-                msg = e
-        if msg is None:
-            msg = validate_targets(t_indptr, t_ids, t_vals, emb.shape[0], self.num_labels,
-                                   normalized=False)
+        msg, t_indptr, t_ids, t_vals = self._checked_targets(emb, t_indptr, t_ids, t_vals, False)
         if msg is None and t_vals.numel() and float(t_vals.max()) > 1.0 + 1e-6:
             p = int(torch.argmax(t_vals))
             msg = f"t_vals: expected per-label targets in [0, 1], got {float(t_vals[p]):g}"
