@@ -60,6 +60,10 @@ import numpy as np
 from benchmarks._common import run_worker, vmhwm_bytes, write_result
 
 PRESETS = ("softmax", "sampled", "mined", "double-distill")
+#: the miner's index and refresh cadence (see the module docstring)
+MINER_FACTORY = "IVF{nlist},Flat"
+MINER_PARAMS = "nprobe=8"
+REFRESH_EVERY = "10000:100,100000:100,1000000:1000"
 COMPONENTS = ("encoder", "assembly", "mining", "logits_loss", "optimizer")
 
 
@@ -131,15 +135,42 @@ def _worker(cfg: dict) -> dict:
     opt_tab = RowAdagrad(table.parameters(), lr=0.05)
     rc = LossConfig(preset=preset, proposal="log-uniform").resolved()
     miner = None
+    R = int(cfg["refresh_every"][str(L)]) if isinstance(cfg["refresh_every"], dict) \
+        else int(cfg["refresh_every"])
+    snaps = {}  # step -> the table the miner snapshotted there (for the recall check)
+
+    def label_rows():
+        W = table.weight_numpy()
+        snaps[miner.current_step_] = W
+        for old in [t for t in snaps if t not in (miner.current_step_, miner.index_step_)]:
+            del snaps[old]
+        return W
+
     if rc.needs_miner:
-        nlist = min(cfg["nlist_max"], default_nlist(L))
-        miner = HardNegativeMiner(L, k=cfg["miner_k"], refresh_every=cfg["refresh_every"],
-                                  num_negatives=cfg["miner_negatives"], factory="IVF{nlist},Flat",
-                                  use_gpu=False, seed=0,
-                                  index_params=dict(nlist=nlist, nprobe=min(nlist, cfg["nprobe"]),
-                                                    train_points_per_list=cfg["train_per_list"]))
+        params = dict(cfg["miner_params"])
+        if "{nlist}" in cfg["miner_factory"]:
+            params["nlist"] = min(cfg["nlist_max"], default_nlist(L))
+            params.setdefault("train_points_per_list", cfg["train_per_list"])
+        if "nprobe" in params:
+            params["nprobe"] = min(params["nprobe"], params.get("nlist", params["nprobe"]))
+        miner = HardNegativeMiner(L, k=cfg["miner_k"], refresh_every=R,
+                                  num_negatives=cfg["miner_negatives"],
+                                  factory=cfg["miner_factory"], use_gpu=False, seed=0,
+                                  index_params=params, async_refresh=cfg["async_refresh"],
+                                  swap_lag=R if cfg["async_refresh"] else 1,
+                                  build_threads=cfg["build_threads"] or None)
+    if cfg.get("planted_table"):
+        # a clustered table, as a trained one is (a random init has no neighbourhoods, so the
+        # recall of an approximate index on it measures nothing a trained run meets); rows
+        # scaled to the init's norm (about 1)
+        from xmr.data.planted import planted_labels
+
+        with torch.no_grad():
+            Wp = planted_labels(L, d, num_centres=512, noise=1.0, seed=0)
+            table.weight.copy_(torch.from_numpy(Wp / np.sqrt(2.0)))
+            del Wp
     sources = CandidateSources(rc, L, seed=0, teacher=teacher, miner=miner,
-                               label_rows=table.weight_numpy)
+                               label_rows=label_rows)
     objective = UnifiedObjective(rc, L, sources=sources)
     train_step = TrainStep(model, sources, objective, [opt_enc, opt_tab], split_backward=True)
     # Load what the first step would load (FAISS, the Numba kernels from their cache) before
@@ -158,7 +189,7 @@ def _worker(cfg: dict) -> dict:
     refresh_s = 0.0
     if miner is not None:  # the first build, timed: amortised over refresh_every steps below
         t0 = pc()
-        miner.maybe_refresh(0, table.weight_numpy)
+        miner.maybe_refresh(0, label_rows)
         refresh_s = pc() - t0
 
     n_cand = []
@@ -175,26 +206,55 @@ def _worker(cfg: dict) -> dict:
     slow = preset == "softmax" and L >= 500_000
     warm = cfg["warmup"] if not slow else 1
     timed = cfg["steps"] if not slow else cfg["steps_slow"]
-    for t in range(warm):
-        step(t)
-    steps = [step(warm + t) for t in range(timed)]
-    peak = max(0, vmhwm_bytes() - base)
-    if miner is not None:
-        assert miner.stats()["refreshes"] == 1, "timed steps must not rebuild the index"
-        for s in steps:
-            s["mining"] += refresh_s / cfg["refresh_every"]
-    totals = [sum(s.values()) for s in steps]
-    best = int(np.argmin(totals))
-    out = {"steps_timed": timed, "step_s": totals[best], "step_median_s": float(np.median(totals)),
-           "breakdown_s": steps[best], "peak_extra_bytes": peak}
+    if miner is not None and cfg["async_refresh"]:
+        # One whole refresh period, measured: steps 1 .. R run on the first index (built above,
+        # synchronously); step R snapshots the table and starts the background build; steps
+        # R+1 .. 2R mine from the first index while it builds, and step 2R swaps the new one in
+        # (waiting there if the build is not done) and snapshots again. Figures are the means
+        # over steps R+1 .. 2R, so the snapshot and the wait are in them once per period.
+        for t in range(1, R + 1):
+            step(t)
+        steps = [step(t) for t in range(R + 1, 2 * R + 1)]
+        timed = R
+        peak = max(0, vmhwm_bytes() - base)
+        st = miner.stats()
+        assert st["refreshes"] == 2 and st["async_builds"] == 2, st
+        totals = [sum(s.values()) for s in steps]
+        mean = {k: float(np.mean([s[k] for s in steps])) for k in steps[0]}
+        out = {"steps_timed": timed, "step_s": float(np.mean(totals)),
+               "step_best_s": float(np.min(totals)), "step_median_s": float(np.median(totals)),
+               "breakdown_s": mean, "peak_extra_bytes": peak, "timing": "mean over one refresh period"}
+    else:
+        for t in range(warm):
+            step(t)
+        steps = [step(warm + t) for t in range(timed)]
+        peak = max(0, vmhwm_bytes() - base)
+        if miner is not None:
+            assert miner.stats()["refreshes"] == 1, "timed steps must not rebuild the index"
+            for s in steps:
+                s["mining"] += refresh_s / R
+        totals = [sum(s.values()) for s in steps]
+        best = int(np.argmin(totals))
+        out = {"steps_timed": timed, "step_s": totals[best],
+               "step_median_s": float(np.median(totals)), "breakdown_s": steps[best],
+               "peak_extra_bytes": peak, "timing": "best of the timed steps"}
     out["samples_per_s"] = B / out["step_s"]
     out["num_candidates"] = float(np.mean(n_cand))
     if miner is not None:
         st = miner.stats()
-        out.update(refresh_s=refresh_s, refresh_every=cfg["refresh_every"],
+        out.update(refresh_s=refresh_s, refresh_every=R, async_refresh=cfg["async_refresh"],
                    index_factory=miner.index_.shards_[0].factory,
-                   search_s_per_step=st["search_time_s"] / max(st["searches"], 1))
-
+                   index_params=miner.index_.search_params,
+                   search_s_per_step=st["search_time_s"] / max(st["searches"], 1),
+                   mining_share=out["breakdown_s"]["mining"] / out["step_s"],
+                   staleness_mean=st["staleness_mean"], staleness_max=st["staleness_max"])
+        swap_wait = st["swap_wait_s"]
+        miner.wait()  # the next period's build: not on this machine's cores during what follows
+        if cfg["async_refresh"]:
+            out.update(background_build_s=st["refresh_time_s"] - refresh_s,
+                       snapshot_s=st["snapshot_time_s"] / 2, swap_wait_s=swap_wait)
+        out["shortlist_recall"] = _shortlist_recall(model, miner, snaps[miner.index_step_], X,
+                                                    pos_of, B, cfg["miner_k"])
     # FLOP floor: the step's own matmul shapes, timed here (after the peak was read)
     A = L if rc.all_labels else int(round(out["num_candidates"]))
     layers = [(m.in_features, m.out_features) for m in enc.modules() if isinstance(m, torch.nn.Linear)]
@@ -221,6 +281,29 @@ def _worker(cfg: dict) -> dict:
                matmul_gflops=(flop_out + flop_enc) / floor / 1e9,
                achieved_gflops=(flop_out + flop_enc) / out["step_s"] / 1e9)
     return out
+
+
+def _shortlist_recall(model, miner, W_snap: np.ndarray, X, pos_of, B: int, k: int) -> float:
+    """Recall@k of the mined shortlist against exact search, on every pool batch: the index in
+    use vs :func:`xmr.index.exact_search` over the table it was built from, positives removed,
+    the top ``k`` kept (what the miner samples its negatives from)."""
+    import torch
+
+    from xmr.index import exact_search
+
+    hits = []
+    for b, (indptr, ids) in enumerate(pos_of):
+        with torch.no_grad():
+            Q = model.embed(X, np.arange(b * B, (b + 1) * B)).float().numpy()
+        depth = k + int(np.diff(indptr).max())
+        approx = miner.index_.search(Q, depth)[1]
+        exact = exact_search(W_snap, Q, depth)[1]
+        for r in range(B):
+            pos = set(ids[indptr[r]:indptr[r + 1]].tolist())
+            a = [j for j in approx[r] if j not in pos and j >= 0][:k]
+            e = [j for j in exact[r] if j not in pos][:k]
+            hits.append(len(set(a) & set(e)) / k)
+    return float(np.mean(hits))
 
 
 def _run_configs(cfgs: list) -> list:
@@ -277,6 +360,17 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads per worker (default 1: on the shared 2-core machine, "
                          "2-thread OpenMP barriers stall whenever a thread is descheduled)")
+    ap.add_argument("--miner-factory", default=MINER_FACTORY,
+                    help=f"the miner's index (default {MINER_FACTORY!r}, chosen by "
+                         "benchmarks.micro.bench_mining_index)")
+    ap.add_argument("--miner-params", default=MINER_PARAMS,
+                    help=f"its parameters, k=v comma separated (default {MINER_PARAMS!r})")
+    ap.add_argument("--refresh-every", default=REFRESH_EVERY,
+                    help="steps between index refreshes per label count, L:R comma separated "
+                         f"(default {REFRESH_EVERY!r})")
+    ap.add_argument("--sync-refresh", action="store_true",
+                    help="rebuild the index on the training thread (timed once, amortised over "
+                         "refresh_every) instead of the default background refresh")
     ap.add_argument("--tiny", action="store_true", help="tiny sizes, seconds (smoke test)")
     ap.add_argument("--out", default=None, help="results file (default benchmarks/results/bench_step.json)")
     args = ap.parse_args(argv)
@@ -284,14 +378,19 @@ def main(argv=None) -> int:
         print(json.dumps([_worker(c) for c in json.loads(args.worker)]))
         return 0
 
+    labels = [int(v) for v in args.labels.split(",")]
+    refresh = {k.strip(): int(v) for k, v in (kv.split(":") for kv in args.refresh_every.split(","))}
+    params = {k.strip(): int(v) for k, v in (kv.split("=") for kv in args.miner_params.split(",")
+                                             if kv.strip())}
     cfg = dict(dim=256, batch=256, in_dim=128, hidden=[512], labels_per_point=2, teacher_k=20,
                pool_batches=4, warmup=2, steps=6, steps_slow=2, miner_k=32, miner_negatives=16,
-               refresh_every=100, nlist_max=1024, nprobe=16, train_per_list=32,
-               threads=args.threads)
-    labels = [int(v) for v in args.labels.split(",")]
+               refresh_every=refresh, miner_factory=args.miner_factory, miner_params=params,
+               async_refresh=not args.sync_refresh, build_threads=1, planted_table=True,
+               nlist_max=4096, train_per_list=32, threads=args.threads)
     if args.tiny:
         cfg.update(dim=32, batch=32, in_dim=16, hidden=[32], pool_batches=2, warmup=1, steps=2,
-                   nlist_max=32, nprobe=4, train_per_list=39, threads=args.threads)
+                   nlist_max=32, miner_params={"nprobe": 4}, train_per_list=39,
+                   refresh_every={"5000": 3}, threads=args.threads)
         labels = [5000]
         if args.out is None:
             args.out = str(Path(tempfile.mkdtemp()) / "bench_step_tiny.json")
@@ -316,8 +415,10 @@ def main(argv=None) -> int:
     config = {**cfg, "labels": labels, "presets": presets, "tiny": args.tiny,
               "loss": "LossConfig(preset, proposal='log-uniform'); other fields from the preset",
               "step": "xmr.train.step.TrainStep(split_backward=True) on XMRModel(encoder=dense)",
-              "index": "IVF{nlist},Flat, nlist = min(nlist_max, 4*sqrt(L)), k-means on "
-                       "train_per_list*nlist points, nprobe as given; FAISS CPU",
+              "index": f"{cfg['miner_factory']}, nlist = min(nlist_max, 4*sqrt(L)), k-means on "
+                       "train_per_list*nlist points, search parameters as given; FAISS CPU, "
+                       "MIPS->L2; built in a background thread on build_threads FAISS threads "
+                       "unless async_refresh is false",
               "teacher": "generator's Bayes top-K (K = teacher_k), logits = log p*",
               "data_generation_s": gen_s}
     path = write_result("bench_step", config, {"rows": rows, "summary": summary},

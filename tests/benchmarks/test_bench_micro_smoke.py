@@ -23,6 +23,7 @@ RUNS = {
     "bench_softmax": (["--tiny", "--out", "{tmp}/bench_softmax.json"], "bench_softmax.json"),
     "bench_index": (["--sizes", "2000", "--dims", "16", "--factories", "Flat", "--queries", "20",
                      "--large-queries", "10", "--repeat", "1"], "bench_index.json"),
+    "bench_mining_index": (["--tiny"], "bench_mining_index.json"),
 }
 
 
@@ -53,3 +54,7 @@ def test_micro_benchmark_runs_at_tiny_size(name, tmp_path):
     nums = list(_numbers(payload["results"]))
     assert nums, "no figures in the results"
     assert all(math.isfinite(v) for v in nums if isinstance(v, float)), name
+    if name == "bench_mining_index":  # recall is a fraction, and the exact index finds all
+        res = payload["results"]["5000"]
+        assert all(0.0 <= r["recall_at_k"] <= 1.0 for r in res["rows"])
+        assert res["choice"] in res["rows"]

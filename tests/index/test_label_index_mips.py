@@ -43,7 +43,8 @@ def test_flat_mips_index_equals_exact_inner_product(shards):
     W, Q = _varied_norms()
     S, I = exact_search(W, Q, 10)
     index = LabelIndex.build(W, factory="Flat", mips=True, shards=shards)
-    assert index.dim == 12 and index.mips and index.shards_[0].index.d == 13
+    # d + 1 of the reduction, zero-padded to a multiple of 8 (MIPS_ALIGN)
+    assert index.dim == 12 and index.mips and index.shards_[0].index.d == 16
     s, i = index.search(Q, 10)
     np.testing.assert_array_equal(i, I)
     np.testing.assert_allclose(s, S, rtol=1e-4, atol=1e-3)  # inner products, not distances
@@ -55,7 +56,8 @@ def test_mips_save_load_round_trip(tmp_path):
     before = index.search(Q, 10)
     index.save(tmp_path / "idx")
     meta = json.loads((tmp_path / "idx" / "meta.json").read_text())
-    assert meta["format_version"] == 2 and meta["mips"] is True and meta["dim"] == 12
+    assert meta["format_version"] == 3 and meta["mips"] is True and meta["dim"] == 12
+    assert meta["mips_pad"] == 3
     assert meta["max_norm"] == pytest.approx(float(np.linalg.norm(W, axis=1).max()), rel=1e-6)
     loaded = LabelIndex.load(tmp_path / "idx", expect_dim=12, expect_num_labels=600)
     assert loaded.mips and loaded.max_norm == index.max_norm
@@ -66,6 +68,30 @@ def test_mips_save_load_round_trip(tmp_path):
     # A non-MIPS index is still written as format version 1.
     LabelIndex.build(W, factory="Flat").save(tmp_path / "raw")
     assert json.loads((tmp_path / "raw" / "meta.json").read_text())["format_version"] == 1
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF8,SQ8"])
+def test_padding_changes_no_result_and_unpadded_version_2_indexes_still_load(tmp_path, factory):
+    """Zero columns change no distance: a padded index (16 coordinates) and an unpadded one (13,
+    as format version 2 wrote them) return the same labels and scores; the version-2 folder
+    loads (no ``mips_pad`` key) and keeps its 13 coordinates."""
+    W, Q = _varied_norms()
+    p = {"nprobe": 8} if factory.startswith("IVF") else {}
+    padded = LabelIndex.build(W, factory=factory, mips=True, **p)
+    plain = LabelIndex(12, factory=factory, mips=True, mips_pad=0, **p).add_with_offset(W, 0)
+    assert padded.shards_[0].index.d == 16 and plain.shards_[0].index.d == 13
+    a, b = padded.search(Q, 10), plain.search(Q, 10)
+    if factory == "Flat":
+        np.testing.assert_array_equal(a[1], b[1])
+        np.testing.assert_allclose(a[0], b[0], rtol=1e-4, atol=1e-3)  # float32 distances
+    else:  # SQ8 quantises each coordinate over its own range: close, not identical
+        assert np.mean([len(set(x) & set(y)) for x, y in zip(a[1], b[1])]) > 9
+    plain.save(tmp_path / "v2")
+    meta = json.loads((tmp_path / "v2" / "meta.json").read_text())
+    assert meta["format_version"] == 2 and "mips_pad" not in meta
+    back = LabelIndex.load(tmp_path / "v2", expect_dim=12)
+    assert back.mips_pad == 0 and back.shards_[0].index.d == 13
+    np.testing.assert_array_equal(back.search(Q, 10)[1], b[1])
 
 
 def test_mips_shards_need_one_max_norm():

@@ -194,3 +194,75 @@ def test_miner_with_and_without_the_transform_agree_on_flat():
     b = HardNegativeMiner(300, k=7, factory="Flat", mips_to_l2=False).refresh(W).mine(Q, ptr, pos)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("num_negatives", [None, 4])
+def test_duplicate_query_rows_are_searched_once_with_the_same_negatives(data, num_negatives):
+    """A batch whose rows repeat (each row 3 times, interleaved, with the copies' positives
+    differing) mines exactly what the miner without deduplication mines, sampling included,
+    while searching each distinct row once."""
+    W, Q, indptr, ids = data
+    rows = _rows(indptr, ids)
+    order = np.array([b for _ in range(3) for b in range(B)])  # 0..B-1, 0..B-1, 0..B-1
+    Qd = Q[order]
+    rows_d = [rows[b] if r == 0 else rows[b][:1] for r, b in
+              zip(np.repeat(np.arange(3), B), order)]  # copies 2 and 3: the source label only
+    ind_d = np.zeros(len(rows_d) + 1, np.int64)
+    ind_d[1:] = np.cumsum([len(r) for r in rows_d])
+    ids_d = np.concatenate(rows_d).astype(np.int64)
+    got, want = [], []
+    for dedup, out in ((True, got), (False, want)):
+        m = HardNegativeMiner(L, k=10, num_negatives=num_negatives, seed=3, factory="Flat",
+                              dedup_queries=dedup).refresh(W)
+        out.append(m.mine(Qd, ind_d, ids_d))
+        out.append(m.stats()["queries_searched"])
+    np.testing.assert_array_equal(got[0][0], want[0][0])
+    np.testing.assert_array_equal(got[0][1], want[0][1])
+    assert (got[1], want[1]) == (B, 3 * B)
+    # copies with fewer positives see a different shortlist: not just row 0's list repeated
+    assert _rows(*got[0])[0] != _rows(*got[0])[B]
+    if num_negatives is None:
+        assert _rows(*got[0])[B] == _reference(W, Q[:1], np.array([0, 1]), ids_d[ind_d[B]:ind_d[B] + 1], 10, 0)[0]
+
+
+def test_miner_search_settings_from_the_config():
+    from xmr.errors import ConfigError
+    from xmr.train.config import MinerConfig
+
+    assert MinerConfig().index_params() == {}
+    m = MinerConfig(factory="IVF{nlist},Flat", nlist=64, nprobe=4)
+    m.validate()
+    assert m.index_params() == {"nlist": 64, "nprobe": 4}
+    assert MinerConfig(factory="HNSW32", ef_search=40).index_params() == {"efSearch": 40}
+    with pytest.raises(ConfigError, match=r"^miner.nprobe: applies to an IVF factory, got "
+                                          r"miner.factory 'HNSW32'$"):
+        MinerConfig(factory="HNSW32", nprobe=8).validate()
+    with pytest.raises(ConfigError, match=r"^miner.nprobe: applies to an IVF factory; "
+                                          r"miner.factory 'auto' picks the index by the label "
+                                          r"count, so set miner.factory too$"):
+        MinerConfig(nprobe=8).validate()
+    with pytest.raises(ConfigError, match=r"^miner.ef_search: applies to an HNSW factory, got "
+                                          r"miner.factory 'IVF\{nlist\},Flat'$"):
+        MinerConfig(factory="IVF{nlist},Flat", ef_search=8).validate()
+    with pytest.raises(ConfigError, match=r"^miner.nlist: applies to an IVF factory with "
+                                          r"\{nlist\}, got miner.factory 'IVF64,Flat'$"):
+        MinerConfig(factory="IVF64,Flat", nlist=8).validate()
+
+
+def test_auto_factory_follows_the_measured_choice():
+    """factory="auto": HNSW32 for small tables, IVF-SQ8 with nprobe 2 over at most 1024 lists
+    from AUTO_IVF_MIN_LABELS on (benchmarks/results/bench_mining_index.json); explicit
+    index_params override the automatic ones."""
+    from xmr.negatives.miner import AUTO_IVF_MIN_LABELS
+
+    small = HardNegativeMiner(AUTO_IVF_MIN_LABELS - 1)
+    assert (small.factory, small.index_params) == ("HNSW32", {})
+    big = HardNegativeMiner(1_000_000)
+    assert big.factory == "IVF{nlist},SQ8" and big.index_params == {"nlist": 1024, "nprobe": 2}
+    mid = HardNegativeMiner(AUTO_IVF_MIN_LABELS, index_params={"nprobe": 4})
+    assert mid.index_params == {"nlist": 1024, "nprobe": 4}
+    assert HardNegativeMiner(10_000, factory="Flat").factory == "Flat"
+    # the built index really is the automatic one (small table: HNSW, searchable)
+    W = planted_labels(3000, 8, num_centres=8, seed=0)
+    m = HardNegativeMiner(3000, k=5).refresh(W)
+    assert m.index_.shards_[0].factory == "HNSW32" and m.index_.search(W[:2], 3)[1].shape == (2, 3)

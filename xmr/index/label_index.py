@@ -44,7 +44,8 @@ import numpy as np
 
 from xmr.errors import FormatError, MetadataMismatchError, XMRError
 from xmr.index.exact import METRICS, _as_matrix, _check_k, sort_rows
-from xmr.index.mips import max_row_norm, mips_augment, mips_augment_queries, mips_scores
+from xmr.index.mips import (MIPS_ALIGN, max_row_norm, mips_augment, mips_augment_queries,
+                             mips_pad, mips_scores)
 from xmr.utils.atomic import atomic_dir, atomic_open
 from xmr.utils.optional import faiss as _faiss
 
@@ -52,8 +53,10 @@ log = logging.getLogger(__name__)
 
 FORMAT = "xmr-label-index"
 #: The newest format this xmr reads. Version 2 adds the MIPS reduction (``mips``,
-#: ``max_norm``); an index without it is still written as version 1, which older xmr reads.
-FORMAT_VERSION = 2
+#: ``max_norm``), version 3 its zero padding (``mips_pad``: FAISS holds d + 1 + mips_pad
+#: coordinates; a version-2 index has none). An index without the reduction is still written as
+#: version 1, which older xmr reads.
+FORMAT_VERSION = 3
 #: Parameters used while building (the rest are search-time parameters set through FAISS's
 #: ParameterSpace: ``nprobe``, ``efSearch``, ``ht``, ``k_factor``, ``max_codes``, ...).
 BUILD_PARAMS = ("nlist", "efConstruction", "train_points_per_list")
@@ -106,12 +109,22 @@ def _resolve_factory(factory: str, n: int, params: Dict[str, Any]) -> str:
     return factory
 
 
+def mips_pad_of(dim: int) -> int:
+    """The zero padding a new MIPS index of dim ``dim`` gets (to a multiple of MIPS_ALIGN)."""
+    return mips_pad(dim, MIPS_ALIGN)
+
+
 def _inner(index):
     """The innermost index below IDMap / pre-transform wrappers, downcast."""
     faiss = _faiss()
     index = faiss.downcast_index(index)
-    while isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2, faiss.IndexPreTransform)):
-        index = faiss.downcast_index(index.index)
+    while True:
+        if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2, faiss.IndexPreTransform)):
+            index = faiss.downcast_index(index.index)
+        elif isinstance(index, faiss.IndexRefine):  # "…,RFlat": the approximate base index
+            index = faiss.downcast_index(index.base_index)
+        else:
+            return index
     return index
 
 
@@ -147,7 +160,7 @@ class LabelIndex:
 
     def __init__(self, dim: int, factory: str = "HNSW32", metric: str = "ip",
                  use_gpu: Union[str, bool] = "auto", seed: int = 0, mips: bool = False,
-                 max_norm: Optional[float] = None, **params):
+                 max_norm: Optional[float] = None, mips_pad: Optional[int] = None, **params):
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
             raise ValueError(f"dim: expected an integer >= 1, got {dim!r}")
         if metric not in METRICS:
@@ -172,6 +185,8 @@ class LabelIndex:
         self.seed = int(seed)
         self.mips = bool(mips)
         self.max_norm: Optional[float] = None if max_norm is None else float(max_norm)
+        #: zero columns after the reduction's extra coordinate (:data:`xmr.index.mips.MIPS_ALIGN`)
+        self.mips_pad = (mips_pad_of(self.dim) if mips_pad is None else int(mips_pad)) if mips else 0
         self.params: Dict[str, Any] = dict(params)
         self.shards_: List[_Shard] = []
         self._searcher = None
@@ -223,7 +238,7 @@ class LabelIndex:
         if self.mips:
             if self.max_norm is None:
                 self.max_norm = max_row_norm(emb)
-            emb = mips_augment(emb, self.max_norm)
+            emb = mips_augment(emb, self.max_norm, pad=self.mips_pad)
         resolved = _resolve_factory(self.factory, n, self.params)
         try:
             index = faiss.index_factory(self._faiss_dim, resolved,
@@ -231,7 +246,7 @@ class LabelIndex:
         except RuntimeError as exc:
             why = str(exc).strip().splitlines()[-1]
             why = why.split("failed: ", 1)[-1]  # drop FAISS's C++ source location
-            mips = " (d+1 of the MIPS reduction)" if self.mips else ""
+            mips = (f" (d+1+{self.mips_pad} of the MIPS reduction)" if self.mips else "")
             raise ValueError(f"factory: {resolved!r} is not a valid FAISS index for dim "
                              f"{self._faiss_dim}{mips}: {why}") from None
         inner = _inner(index)
@@ -273,14 +288,16 @@ class LabelIndex:
             raise ValueError("indexes: expected at least one LabelIndex, got none")
         first = indexes[0]
         out = cls(first.dim, factory=first.factory, metric=first.metric, use_gpu=first.use_gpu,
-                  seed=first.seed, mips=first.mips, max_norm=first.max_norm, **first.params)
+                  seed=first.seed, mips=first.mips, max_norm=first.max_norm,
+                  mips_pad=first.mips_pad if first.mips else None, **first.params)
         for i, idx in enumerate(indexes):
             if not isinstance(idx, LabelIndex):
                 raise TypeError(f"indexes[{i}]: expected a LabelIndex, got {type(idx).__name__}")
             if (idx.dim, idx.metric) != (first.dim, first.metric):
                 raise ValueError(f"indexes[{i}]: expected dim {first.dim} and metric "
                                  f"{first.metric!r}, got dim {idx.dim} and metric {idx.metric!r}")
-            if (idx.mips, idx.max_norm) != (first.mips, first.max_norm):
+            if (idx.mips, idx.max_norm, idx.mips_pad) != (first.mips, first.max_norm,
+                                                          first.mips_pad):
                 raise ValueError(f"indexes[{i}]: expected mips={first.mips} with max_norm "
                                  f"{first.max_norm} (give every rank the global max_norm), got "
                                  f"mips={idx.mips} with max_norm {idx.max_norm}")
@@ -372,8 +389,8 @@ class LabelIndex:
 
     @property
     def _faiss_dim(self) -> int:
-        """Dimension of the vectors FAISS holds: d, or d + 1 under the MIPS reduction."""
-        return self.dim + int(self.mips)
+        """Dimension of the vectors FAISS holds: d, or d + 1 + mips_pad under the MIPS reduction."""
+        return self.dim + (1 + self.mips_pad if self.mips else 0)
 
     @property
     def num_labels(self) -> int:
@@ -404,7 +421,8 @@ class LabelIndex:
             raise ValueError("the index is empty: build it or add_with_offset first")
         Q = _as_matrix("Q", Q, dim=self.dim)
         k = _check_k(k)
-        D, I = self._get_searcher().search(mips_augment_queries(Q) if self.mips else Q, k)
+        D, I = self._get_searcher().search(
+            mips_augment_queries(Q, pad=self.mips_pad) if self.mips else Q, k)
         if self.mips:
             S = mips_scores(D, Q, self.max_norm)
         else:
@@ -419,12 +437,13 @@ class LabelIndex:
         faiss = _faiss()
         return {
             "format": FORMAT,
-            "format_version": 2 if self.mips else 1,
+            "format_version": (3 if self.mips_pad else 2) if self.mips else 1,
             "xmr_version": xmr.__version__,
             "faiss_version": getattr(faiss, "__version__", "?"),
             "dim": self.dim,
             "metric": self.metric,
             **({"mips": True, "max_norm": self.max_norm} if self.mips else {}),
+            **({"mips_pad": self.mips_pad} if self.mips_pad else {}),
             "num_labels": self.num_labels,
             "ntotal": self.ntotal,
             "factory": self.factory,
@@ -507,9 +526,13 @@ class LabelIndex:
                 max_norm, (int, float)) or not math.isfinite(max_norm) or max_norm < 0)):
             raise FormatError(meta_path, None, "mips: true or false, and with true a max_norm "
                               ">= 0", f"mips {mips!r}, max_norm {max_norm!r}")
+        pad = meta.get("mips_pad", 0)  # version 2: no padding
+        if isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad < 64:
+            raise FormatError(meta_path, None, "mips_pad: an integer in [0, 64)", repr(pad))
         out = cls(dim, factory=meta["factory"], metric=meta["metric"], use_gpu=use_gpu,
                   seed=int(meta.get("seed", 0)), mips=bool(mips),
-                  max_norm=float(max_norm) if mips else None, **meta.get("params", {}))
+                  max_norm=float(max_norm) if mips else None, mips_pad=pad if mips else None,
+                  **meta.get("params", {}))
         if not isinstance(meta["shards"], list) or not meta["shards"]:
             raise FormatError(meta_path, None, "shards: a non-empty list", repr(meta["shards"]))
         from xmr.utils.validation import confined
@@ -535,7 +558,7 @@ class LabelIndex:
                 raise MetadataMismatchError(
                     f"index {path}: {m['file']} holds {index.ntotal} vectors of dim {index.d}; "
                     f"meta.json says {m['count']} of dim {out._faiss_dim}"
-                    f"{' (d+1 of the MIPS reduction)' if out.mips else ''}")
+                    f"{' (d+1+mips_pad of the MIPS reduction)' if out.mips else ''}")
             on_gpu = False
             if use_gpu is not False and not isinstance(index, faiss.IndexIDMap):
                 index, on_gpu = out._maybe_to_gpu(index)

@@ -89,6 +89,29 @@ def _check_csr(B: int, num_labels: int, indptr, ids) -> Tuple[np.ndarray, np.nda
     return indptr, ids
 
 
+#: ``factory="auto"``: an index over fewer labels than this (one rank's shard) is ``HNSW32``,
+#: a larger one IVF with scalar-quantised lists (:func:`auto_index`).
+AUTO_IVF_MIN_LABELS = 200_000
+
+
+def auto_index(num_labels: int) -> Tuple[str, Dict]:
+    """The miner's index for ``factory="auto"``: ``(factory, index_params)`` for a table of
+    ``num_labels`` rows, chosen by ``benchmarks.micro.bench_mining_index`` (recall@K of the
+    mined shortlist >= 0.9 at the least search time for batches of 256 queries, d = 256).
+
+    Below :data:`AUTO_IVF_MIN_LABELS`: ``HNSW32`` (cheap to build at that size, the best recall
+    per search time). From there on: ``IVF{nlist},SQ8`` with ``nlist = min(1024, 4·sqrt(L))``
+    and ``nprobe = 2``: at L = 1M its lists are 1 byte per coordinate (4x less memory to scan
+    than ``IVF,Flat`` at the same recall) and it builds in seconds where ``HNSW32`` takes
+    minutes; 4096 lists cost more in the coarse search than they save for 256 queries.
+    """
+    from xmr.index.label_index import default_nlist
+
+    if num_labels < AUTO_IVF_MIN_LABELS:
+        return "HNSW32", {}
+    return "IVF{nlist},SQ8", {"nlist": min(1024, default_nlist(num_labels)), "nprobe": 2}
+
+
 class _PendingBuild:
     """An index being built in a background thread from the snapshot of step ``step``."""
 
@@ -122,7 +145,9 @@ class HardNegativeMiner:
     skip_top: number of top-ranked non-positive labels to skip (likely false negatives).
     num_negatives: sample this many from the shortlist, uniformly without replacement (seeded);
         ``None`` keeps the whole shortlist.
-    factory, use_gpu, index_params: how the :class:`LabelIndex` is built and searched.
+    factory, use_gpu, index_params: how the :class:`LabelIndex` is built and searched;
+        ``factory="auto"`` (the default) picks the index by the size of the table indexed
+        (:func:`auto_index`), ``index_params`` then override its parameters.
     mips_to_l2: build the index with the MIPS→L2 reduction (``LabelIndex(..., mips=True)``,
         :mod:`xmr.index.mips`): the same ranking, and approximate indexes keep their recall on
         trained tables whose row norms vary (default True).
@@ -136,6 +161,10 @@ class HardNegativeMiner:
     process_group: a ``torch.distributed`` group of world > 1: sharded mining (module
         docstring); each rank indexes its labels ``[lo, hi)`` only and :meth:`mine` is
         collective. None: one process, the whole table.
+    dedup_queries: search each distinct query row of a batch once (rows repeat when a batch
+        holds the same input twice, e.g. duplicated documents or oversampled rows) and give
+        every copy its results; the negatives are the same either way, only the search is
+        shorter. :meth:`stats` counts the rows searched (``queries_searched``). Default True.
 
     After ``refresh`` the attribute ``index_`` holds the current index (over ``[lo, hi)`` when
     sharded), ``last_refresh_step_`` the step of the last refresh or snapshot (``None`` for a
@@ -144,10 +173,11 @@ class HardNegativeMiner:
 
     def __init__(self, num_labels: int, k: int = 50, refresh_every: int = 1000,
                  skip_top: int = 0, num_negatives: Optional[int] = None,
-                 factory: str = "HNSW32", use_gpu: Union[str, bool] = "auto", seed: int = 0,
+                 factory: str = "auto", use_gpu: Union[str, bool] = "auto", seed: int = 0,
                  index_params: Optional[Dict] = None, mips_to_l2: bool = True,
                  async_refresh: bool = False, swap_lag: int = 1,
-                 build_threads: Optional[int] = None, process_group=None):
+                 build_threads: Optional[int] = None, process_group=None,
+                 dedup_queries: bool = True):
         from xmr.distributed import Comm, label_range
 
         self.num_labels = check_int("num_labels", num_labels, 1)
@@ -155,10 +185,10 @@ class HardNegativeMiner:
         self.refresh_every = check_int("refresh_every", refresh_every, 1)
         self.skip_top = check_int("skip_top", skip_top, 0)
         self.num_negatives = check_int("num_negatives", num_negatives, 1, allow_none=True)
-        self.factory = factory
         self.use_gpu = use_gpu
         self.seed = int(seed)
         self.index_params = dict(index_params or {})
+        self.factory = factory  # resolved below once the rank's label range is known
         self.mips_to_l2 = bool(mips_to_l2)
         self.async_refresh = bool(async_refresh)
         self.swap_lag = check_int("swap_lag", swap_lag, 1)
@@ -167,11 +197,17 @@ class HardNegativeMiner:
                              f"(a snapshot is swapped in before the next one is taken), got "
                              f"{self.swap_lag}")
         self.build_threads = check_int("build_threads", build_threads, 1, allow_none=True)
+        self.dedup_queries = bool(dedup_queries)
         self.comm = Comm(process_group)
         if self.num_labels < self.comm.world:
             raise ValueError(f"num_labels: expected at least one label per rank "
                              f"({self.comm.world} ranks), got {self.num_labels}")
         self.lo, self.hi = label_range(self.num_labels, self.comm.rank, self.comm.world)
+        if factory == "auto":
+            # every rank resolves the same way (shard sizes differ by at most one label)
+            n = -(-self.num_labels // self.comm.world)
+            self.factory, auto_params = auto_index(n)
+            self.index_params = {**auto_params, **self.index_params}
         self.index_: Optional[LabelIndex] = None
         self.last_refresh_step_: Optional[int] = None
         self.index_step_: Optional[int] = None
@@ -179,7 +215,8 @@ class HardNegativeMiner:
         self._pending: Optional[_PendingBuild] = None
         self._rng = np.random.default_rng(self.seed)
         self._stats = {"refreshes": 0, "refresh_time_s": 0.0, "searches": 0,
-                       "search_time_s": 0.0, "queries": 0, "mine_time_s": 0.0,
+                       "search_time_s": 0.0, "queries": 0, "queries_searched": 0,
+                       "mine_time_s": 0.0,
                        "async_builds": 0, "swap_wait_s": 0.0, "snapshot_time_s": 0.0,
                        "staleness_last": None, "staleness_max": None, "staleness_sum": 0,
                        "staleness_count": 0}
@@ -290,6 +327,15 @@ class HardNegativeMiner:
         log.info("miner: swapped in the %s index of step %d (built in %.2fs in the background)",
                  self.factory, pending.step, pending.build_s)
 
+    def wait(self) -> "HardNegativeMiner":
+        """Wait for a pending background build to finish (it is still swapped in at its step,
+        not here); e.g. before timing something else on the machine."""
+        if self._pending is not None:
+            t0 = time.perf_counter()
+            self._pending.result()
+            self._stats["swap_wait_s"] += time.perf_counter() - t0
+        return self
+
     @property
     def pending_step_(self) -> Optional[int]:
         """The snapshot step of the index being built in the background (None: none)."""
@@ -337,6 +383,18 @@ class HardNegativeMiner:
         if Q.shape[0] == 0:
             return np.empty((0, depth), dtype=np.int64)
         return self.index_.search(Q, depth)[1]
+
+    def _search_dedup(self, Q: np.ndarray, depth: int, search) -> np.ndarray:
+        """``search(Q, depth)`` with each distinct row of ``Q`` searched once (``dedup_queries``)."""
+        if self.dedup_queries and Q.shape[0] > 1:
+            # rows compared bit for bit (a view as bytes: -0.0 and 0.0 stay distinct)
+            keys = np.ascontiguousarray(Q).view(np.dtype((np.void, Q.dtype.itemsize * Q.shape[1])))
+            _, first, inverse = np.unique(keys.ravel(), return_index=True, return_inverse=True)
+            if first.shape[0] < Q.shape[0]:
+                self._stats["queries_searched"] += first.shape[0]
+                return search(Q[first], depth)[inverse.ravel()]
+        self._stats["queries_searched"] += Q.shape[0]
+        return search(Q, depth)
 
     def _search_sharded(self, Q: np.ndarray, depth: int) -> np.ndarray:
         """Search this rank's shard for all ranks' queries and merge the ranks' top lists."""
@@ -413,7 +471,7 @@ class HardNegativeMiner:
         # Search deep enough that k labels survive removing positives and skipping ranks.
         depth = min(self.num_labels, self.k + self.skip_top + max_pos)
         ts = time.perf_counter()
-        cand = self._search_sharded(Q, depth) if self.sharded else self._search(Q, depth)
+        cand = self._search_dedup(Q, depth, self._search_sharded if self.sharded else self._search)
         self._stats["search_time_s"] += time.perf_counter() - ts
         self._stats["searches"] += 1
         self._stats["queries"] += B
@@ -510,7 +568,8 @@ class HardNegativeMiner:
     def stats(self) -> Dict[str, float]:
         """Cumulative counters: refreshes (indexes put in use), refresh_time_s (their build
         time, in the background for asynchronous builds), searches, search_time_s, queries,
-        mine_time_s (search plus filtering), async_builds (background builds started),
+        mine_time_s (search plus filtering), queries_searched (distinct rows searched, see
+        ``dedup_queries``; sharded: of the global batch, per rank), async_builds (background builds started),
         snapshot_time_s (copying W for them), swap_wait_s (time the training thread waited for
         a background build), staleness_last / staleness_max / staleness_mean (steps between the
         snapshot of the index in use and the step mined for, over the mines since the miner was

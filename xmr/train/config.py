@@ -45,13 +45,32 @@ class MinerConfig:
     num_negatives: int = 16  #: sampled from the shortlist (None/0 = keep all)
     refresh_every: int = 100  #: steps between index rebuilds (staleness)
     skip_top: int = 0  #: ranks skipped at the top (likely false negatives)
-    factory: str = "HNSW32"
+    #: the FAISS index: "auto" (HNSW32 below 200k labels per rank, IVF{nlist},SQ8 with
+    #: nprobe 2 above: xmr.negatives.miner.auto_index) or a factory string
+    factory: str = "auto"
     #: build each refreshed index in a background thread from a snapshot of W taken at the
     #: refresh step t; it is used from step t + swap_lag (the training thread waits for it
     #: there), so results depend on the step numbers only (xmr.negatives.miner)
     async_refresh: bool = False
     swap_lag: int = 1  #: steps from a snapshot to its index's first use (1..refresh_every)
     build_threads: int = 0  #: FAISS threads of the background build (0 = the caller's count)
+    #: IVF lists (factories with "{nlist}", e.g. "IVF{nlist},Flat"; 0 = about 4·sqrt(L))
+    nlist: int = 0
+    nprobe: int = 0  #: IVF lists searched per query (0 = the index default, max(32, nlist/64))
+    ef_search: int = 0  #: HNSW search breadth (0 = the index default, 128)
+    #: search each distinct query row of a batch once (same negatives, a shorter search)
+    dedup_queries: bool = True
+
+    def index_params(self) -> dict:
+        """The LabelIndex parameters these settings give (unset ones left to the index)."""
+        out = {}
+        if self.nlist:
+            out["nlist"] = self.nlist
+        if self.nprobe:
+            out["nprobe"] = self.nprobe
+        if self.ef_search:
+            out["efSearch"] = self.ef_search
+        return out
 
     def validate(self, prefix: str = "miner.") -> None:
         check_int(prefix + "k", self.k, 1)
@@ -65,6 +84,21 @@ class MinerConfig:
                               f"{self.refresh_every} with {prefix}async_refresh, got "
                               f"{self.swap_lag}")
         check_int(prefix + "build_threads", self.build_threads, 0)
+        for name, needs, what in (("nlist", "{nlist}", "an IVF factory with {nlist}"),
+                                  ("nprobe", "IVF", "an IVF factory"),
+                                  ("ef_search", "HNSW", "an HNSW factory")):
+            check_int(prefix + name, getattr(self, name), 0)
+            factory = {"IVF": "IVF{nlist},Flat", "HNSW": "HNSW32"}.get(self.factory, self.factory)
+            if getattr(self, name) and self.factory == "auto":
+                raise ConfigError(f"{prefix}{name}: applies to {what}; {prefix}factory 'auto' "
+                                  f"picks the index by the label count, so set {prefix}factory "
+                                  f"too")
+            if getattr(self, name) and needs not in str(factory):
+                raise ConfigError(f"{prefix}{name}: applies to {what}, got {prefix}factory "
+                                  f"{self.factory!r}")
+        if not isinstance(self.dedup_queries, bool):
+            raise ConfigError(f"{prefix}dedup_queries: expected true or false, got "
+                              f"{self.dedup_queries!r}")
 
 
 @dataclass

@@ -252,6 +252,8 @@ class Trainer:
                                            factory=m.factory, seed=cfg.seed,
                                            async_refresh=m.async_refresh, swap_lag=m.swap_lag,
                                            build_threads=m.build_threads or None,
+                                           index_params=m.index_params(),
+                                           dedup_queries=m.dedup_queries,
                                            process_group=process_group)
         from xmr.negatives.sources import CandidateSources
         from xmr.train.step import TrainStep
