@@ -1,20 +1,11 @@
 """Candidate-assembly kernels (dense and sparse layouts) against their vectorised references,
 and their rules by hand."""
 
-import importlib.util
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-# the shared helper sits next to this file; pytest runs with --import-mode=importlib, which puts
-# no test folder on sys.path, so it is loaded by path
-_spec = importlib.util.spec_from_file_location("_random_csr", Path(__file__).with_name(
-    "_random_csr.py"))
-_helper = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_helper)
-random_csr = _helper.random_csr
+from _helpers import random_csr
 
 from xmr.kernels.assembly import (assemble_candidates, assemble_candidates_ref,
                                   assemble_candidates_sparse, assemble_candidates_sparse_ref,

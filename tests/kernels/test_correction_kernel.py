@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from _random_csr import random_csr
+from _helpers import random_csr
 
 from xmr.kernels.correction import MASK_VALUE, correct_logits, correct_logits_ref
 
