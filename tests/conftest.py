@@ -17,3 +17,13 @@ def planted():
 
     return planted_sparse()
 
+
+@pytest.fixture(scope="module")
+def one_faiss_thread():
+    """One FAISS (OpenMP) thread for the whole module, restored afterwards: on a shared 2-core
+    machine spinning OpenMP teams only add waiting. Request it module-wide with
+    ``pytestmark = pytest.mark.usefixtures("one_faiss_thread")`` (it needs faiss)."""
+    from xmr.utils.threads import omp_threads
+
+    with omp_threads(1):
+        yield

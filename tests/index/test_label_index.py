@@ -16,11 +16,7 @@ from xmr.index import PAD_SCORE, LabelIndex, exact_search  # noqa: E402
 from xmr.utils.threads import omp_threads  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_faiss_thread():
-    """One OpenMP thread: on a shared 2-core machine spinning OpenMP teams only add waiting."""
-    with omp_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 @pytest.fixture(scope="module")
