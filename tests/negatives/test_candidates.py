@@ -1,10 +1,12 @@
 """assemble_batch / correct_logits: validation, copies-vs-collapse equivalence, the
 statistical consistency of the corrected sampled softmax (DESIGN.md §5), and the sparse layout
-(densifies to the dense one; its loss has the dense loss's values and gradients)."""
+(densifies to the dense-layout oracle, tests/_oracles/dense_assembly.py; its loss has the dense
+loss's values and gradients)."""
 
 import numpy as np
 import pytest
 import torch
+from _oracles.dense_assembly import assemble_batch_dense
 
 from xmr.negatives import (MASK_VALUE, UnigramSampler, assemble_batch, correct_logits,
                            log_expected_count)
@@ -45,7 +47,7 @@ def test_collapsed_columns_equal_copies_kept():
 
     # collapsed (correct_positives=False: the positive column is never offset)
     cb = assemble_batch(indptr, pos, sampled=(r_ids, lec), share_columns=False,
-                        num_labels=L)
+                        num_labels=L).to_dense()
     s1 = s.clone().requires_grad_(True)
     l1 = _loss(s1, cb.cand_ids, cb.logit_bias, cb.targets)
     l1.backward()
@@ -101,7 +103,7 @@ def test_sampled_softmax_approaches_full_softmax():
         le, ge = [], []
         for seed in range(4):
             cb = assemble_batch(indptr, pos, sampled=sampler.sample(m, np.random.default_rng(seed)),
-                                share_columns=False, num_labels=L)
+                                share_columns=False, num_labels=L).to_dense()
             ss = s.clone().requires_grad_(True)
             ls = _loss(ss, cb.cand_ids, cb.logit_bias, cb.targets)
             ls.backward()
@@ -116,12 +118,12 @@ def test_sampled_softmax_approaches_full_softmax():
 
 def test_teacher_targets_and_shapes():
     cb = assemble_batch([0, 1, 1], [3], teacher=([0, 2, 3], [3, 5, 7], [0.0, 0.0, 1.0]),
-                        alpha=0.4, num_labels=10)
+                        alpha=0.4, num_labels=10).to_dense()
     assert cb.cand_ids.tolist() == [3, 5, 7]
     assert cb.logit_bias.dtype == np.float32 and cb.targets.dtype == np.float32
     np.testing.assert_allclose(cb.targets, [[0.6 + 0.2, 0.2, 0.0], [0.0, 0.0, 1.0]], rtol=1e-6)
     assert cb.pos_cols.tolist() == [0] and not cb.is_sampled.any()
-    empty = assemble_batch([0, 0], [], num_labels=5)
+    empty = assemble_batch([0, 0], [], num_labels=5).to_dense()
     assert empty.cand_ids.shape == (0,) and empty.logit_bias.shape == (1, 0)
 
 
@@ -203,8 +205,8 @@ def test_sparse_layout_densifies_to_the_dense_layout(cp, share, tc):
             kw = dict(teacher=teacher, mined=mined, sampled=sampled, alpha=alpha, tau_t=0.7,
                       correct_positives=cp, share_columns=share, teacher_candidates=tc,
                       num_labels=L)
-            dense = assemble_batch(p_ptr, p_ids, **kw)
-            sparse = assemble_batch(p_ptr, p_ids, layout="sparse", **kw)
+            dense = assemble_batch_dense(p_ptr, p_ids, **kw)
+            sparse = assemble_batch(p_ptr, p_ids, **kw)
             assert isinstance(sparse, SparseCandidateBatch) and sparse.num_rows == B
             back = sparse.to_dense()
             for name in ("cand_ids", "logit_bias", "targets", "is_sampled", "pos_cols"):
@@ -231,8 +233,8 @@ def test_sparse_loss_equals_dense_loss_values_and_gradients(cp, share):
     p_ptr, p_ids, teacher, mined, sampled = _random_batch(rng, B, L)
     kw = dict(teacher=teacher, mined=mined, sampled=sampled, alpha=0.3, tau_t=1.5,
               correct_positives=cp, share_columns=share, num_labels=L)
-    dense = assemble_batch(p_ptr, p_ids, **kw)
-    sparse = assemble_batch(p_ptr, p_ids, layout="sparse", **kw)
+    dense = assemble_batch_dense(p_ptr, p_ids, **kw)
+    sparse = assemble_batch(p_ptr, p_ids, **kw)
     s = torch.tensor(rng.normal(0, 3, (B, sparse.num_candidates)), dtype=torch.float32)
     s1 = s.clone().requires_grad_(True)
     l1 = sparse_candidate_loss(s1, sparse)
@@ -249,18 +251,6 @@ def test_sparse_loss_equals_dense_loss_values_and_gradients(cp, share):
     empty = np.diff(sparse.t_indptr) == 0  # rows without targets contribute no loss
     assert torch.all(per_row[torch.from_numpy(empty)] == 0)
     # no candidate at all (no positive, nothing sampled): zero loss, no NaN
-    none = assemble_batch([0, 0, 0], [], num_labels=5, layout="sparse")
+    none = assemble_batch([0, 0, 0], [], num_labels=5)
     assert none.num_candidates == 0
     assert sparse_candidate_loss(torch.zeros(2, 0), none, reduction="none").tolist() == [0, 0]
-
-
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(layout="csr"), "layout: expected one of 'dense', 'sparse', got 'csr'"),
-    (dict(layout="sparse", out=(np.zeros(4, np.float32), np.zeros(4, np.float32))),
-     "out: expected None with layout='sparse' (output buffers are for the dense layout), "
-     "got a tuple"),
-])
-def test_layout_bad_input_messages(kwargs, message):
-    with pytest.raises(ValueError) as e:
-        assemble_batch([0, 1], [1], num_labels=10, **kwargs)
-    assert str(e.value) == message
