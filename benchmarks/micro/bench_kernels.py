@@ -13,10 +13,11 @@ each row's visibility list), and the union alone. ``assembly_plus_loss`` compare
 loss with the dense one on the densified batch (``sparse_to_dense``, what
 ``SparseCandidateBatch.to_dense`` gives the ova / pal / decoupled reductions).
 
-Dropped rows (issue 9; older results files still hold them): the dense-layout assembly kernel
-(``fresh_outputs``, ``reused_outputs``: ``logit_bias``/``targets`` f32[B, C] written directly,
-with or without reused ``out=`` buffers), which only tests used and which now lives in
-``tests/_oracles/dense_assembly.py``.
+Dropped rows (issue 9; older results files still hold them), kernels that only tests used and
+that now live in ``tests/_oracles/``: the dense-layout assembly kernel (``fresh_outputs``,
+``reused_outputs``: ``logit_bias``/``targets`` f32[B, C] written directly, with or without
+reused ``out=`` buffers) and the copies-kept sampled-logit correction (``correction``, never on
+the training path).
 
 Run: ``python -m benchmarks.micro.bench_kernels [--repeat 5] [--quick] [--threads 1]``
 → ``benchmarks/results/bench_kernels.json``.
@@ -161,74 +162,6 @@ def _bench_sparse(args, repeat):
             "output_bytes": int(n_out)}
 
 
-def _correct_logits_broadcast(buf, cand_ids, offset, is_sampled, pos_indptr, pos_ids,
-                              correct_positives, mask_value):
-    """The best numpy reference we could write: :func:`correct_logits_ref` with the offsets
-    applied by one broadcast subtraction (``buf - where(is_sampled, offset, 0)``) instead of
-    boolean column indexing, which gathers and scatters a B × C_sampled copy. Same algorithm,
-    same output bit for bit (x − 0 = x in IEEE arithmetic)."""
-    n_rows, n_cols = buf.shape
-    out = buf - np.where(is_sampled, offset, np.float32(0))[None, :]
-    # the positive / accidental-hit part touches only the few cells of the rows' positives
-    order = np.lexsort((np.arange(n_cols), is_sampled, cand_ids))
-    sid = cand_ids[order]
-    rows = np.repeat(np.arange(n_rows), np.diff(pos_indptr))
-    lo = np.searchsorted(sid, pos_ids, side="left")
-    hi = np.searchsorted(sid, pos_ids, side="right")
-    cnt = hi - lo
-    hit = cnt > 0
-    pr, pc = rows[hit], order[lo[hit]]
-    keep = ~(correct_positives & is_sampled[pc])
-    out[pr[keep], pc[keep]] = buf[pr[keep], pc[keep]]
-    total = int(cnt.sum())
-    if total:
-        starts = np.cumsum(cnt) - cnt
-        k = np.arange(total) - np.repeat(starts, cnt)
-        cols = order[np.repeat(lo, cnt) + k]
-        rr = np.repeat(rows, cnt)
-        other = k > 0
-        out[rr[other], cols[other]] = mask_value
-    return out
-
-
-def bench_correction(rng, B, L, C, repeat):
-    from xmr.kernels.correction import MASK_VALUE, correct_logits, correct_logits_ref
-
-    p_ptr, p_ids = _csr(rng, B, 5, L)
-    det = np.unique(p_ids)
-    n_s = C - len(det)
-    # sampled copies: log-uniform-like ids with duplicates, a few accidental hits
-    samp = np.minimum((np.exp(rng.random(n_s) * np.log(L + 1.0)) - 1).astype(np.int64), L - 1)
-    samp[:: 50] = rng.choice(p_ids, len(samp[::50]))
-    cand = np.concatenate([det, samp]).astype(np.int64)
-    is_s = np.concatenate([np.zeros(len(det), bool), np.ones(n_s, bool)])
-    off = rng.normal(0, 3, C).astype(np.float32)
-    buf = rng.normal(0, 1, (B, C)).astype(np.float32)
-
-    def run_kernel():
-        b = buf.copy()  # the reference returns a new array: both pay one copy
-        correct_logits(b, cand, off, is_s, p_ptr, p_ids, False, MASK_VALUE)
-        return b
-
-    def run_ref():
-        return correct_logits_ref(buf, cand, off, is_s, p_ptr, p_ids, False, MASK_VALUE)
-
-    def run_broadcast():
-        return _correct_logits_broadcast(buf, cand, off, is_s, p_ptr, p_ids, False, MASK_VALUE)
-
-    assert np.array_equal(run_kernel(), run_ref())
-    assert np.array_equal(run_kernel(), run_broadcast())
-    t_k = best_time(run_kernel, repeat=repeat, warmup=1)
-    t_r = best_time(run_ref, repeat=repeat, warmup=1)
-    t_b = best_time(run_broadcast, repeat=repeat, warmup=1)
-    t_copy = best_time(lambda: buf.copy(), repeat=repeat, warmup=1)
-    return {"B": B, "L": L, "C": C, "positives_per_row": 5, "sampled_columns": int(n_s),
-            "kernel_s": t_k, "ref_s": t_r, "ref_broadcast_s": t_b, "copy_s": t_copy,
-            "speedup": t_r / t_k, "speedup_vs_broadcast": t_b / t_k,
-            "speedup_excluding_copy": (t_r - t_copy) / max(t_k - t_copy, 1e-9),
-            "on_training_path": False}
-
-
 def _freq_update_vectorised(last_step, gap, ids, step, alpha):
     from xmr.kernels.freq import freq_bucket_ref
 
@@ -319,15 +252,12 @@ def _run(a) -> int:
     results = {}
     results["assembly"] = bench_assembly(rng, B, L, C, a.repeat)
     log.info("assembly   %s", results["assembly"])
-    results["correction"] = bench_correction(rng, B, L, C, a.repeat)
-    log.info("correction %s", results["correction"])
     results["freq"] = bench_freq(rng, B, L, a.repeat)
     log.info("freq       %s", results["freq"])
     results["samplers"] = bench_samplers(rng, L, 1_000_000 if not a.quick else 100_000,
                                          C, a.repeat)
     log.info("samplers   %s", results["samplers"])
     results["goals"] = {
-        "correction_speedup_ge_3": results["correction"]["speedup"] >= 3.0,
         "assembly_sparse_speedup_ge_3": all(
             results["assembly"][k]["speedup"] >= 3.0
             for k in ("sparse", "sparse_share_columns_false")),

@@ -7,7 +7,7 @@ faiss); the FAISS label index it searches is :class:`xmr.index.LabelIndex`. Impo
 package imports numpy only; the Numba kernels compile on first use.
 """
 
-from xmr.negatives.candidates import MASK_VALUE, CandidateBatch, assemble_batch, correct_logits
+from xmr.negatives.candidates import MASK_VALUE, CandidateBatch, assemble_batch
 from xmr.negatives.samplers import (
     SAMPLERS,
     InBatchFrequency,
@@ -21,7 +21,7 @@ from xmr.negatives.samplers import (
 from xmr.negatives.sources import Candidates, CandidateSources
 
 __all__ = [
-    "MASK_VALUE", "CandidateBatch", "assemble_batch", "correct_logits",
+    "MASK_VALUE", "CandidateBatch", "assemble_batch",
     "SAMPLERS", "Sampler", "UniformSampler", "LogUniformSampler", "UnigramSampler",
     "InBatchFrequency", "log_expected_count", "make_sampler", "CandidateSources", "Candidates",
 ]

@@ -1,4 +1,4 @@
-"""Candidate assembly for a batch and the sampled-logit correction (DESIGN.md §5).
+"""Candidate assembly for a batch, with its sampled-logit correction (DESIGN.md §5).
 
 The training loop scores a batch on one **shared** candidate set: the union of every row's
 positives P, teacher top-K T, mined negatives H, and the batch's random negatives R. Then
@@ -8,8 +8,8 @@ positives P, teacher top-K T, mined negatives H, and the batch's random negative
 
 is the loss family of §5, with ``logit_bias = -b`` (sampled-logit offsets), masks on the cells a
 row must not see, and ``targets = (1 - alpha) * uniform(P) + alpha * q^t``. See
-:mod:`xmr.kernels.assembly` for the exact rules (priorities, duplicates, empty rows) and
-:mod:`xmr.kernels.correction` for the mask value and the copies-kept variant.
+:mod:`xmr.kernels.assembly` for the exact rules (priorities, duplicates collapsed into one column
+with ``+log count``, empty rows) and :data:`MASK_VALUE` for the mask.
 
 :func:`assemble_batch` builds that content in the **sparse layout**
 (:class:`SparseCandidateBatch`), the one the training loss uses: a per-column bias ``col_bias``
@@ -21,9 +21,7 @@ allocates a ``B x C`` array (the dense arrays would be 2 x 32 MB at B = 1,024, C
     z = logits[:, cand_ids] / tau_s + col_bias          # then z[ex_rows, ex_cols] = s + ex_vals
     loss_r = LSE(z[r]) * sum(t_vals[r]) - sum_k t_vals[k] * z[r, t_cols[k]]
 
-Public API: :func:`assemble_batch` → :class:`SparseCandidateBatch`;
-:func:`correct_logits` (in-place correction of a buffer whose columns may hold copies of sampled
-ids); :data:`MASK_VALUE`.
+Public API: :func:`assemble_batch` → :class:`SparseCandidateBatch`; :data:`MASK_VALUE`.
 """
 
 from __future__ import annotations
@@ -36,11 +34,13 @@ import numpy as np
 
 from xmr.utils.validation import check_int
 
-__all__ = ["CandidateBatch", "SparseCandidateBatch", "assemble_batch", "correct_logits",
-           "MASK_VALUE"]
+__all__ = ["CandidateBatch", "SparseCandidateBatch", "assemble_batch", "MASK_VALUE"]
 
-#: value of masked cells in ``logit_bias`` (finite: a fully masked row never yields NaN);
-#: the same constant as :data:`xmr.kernels.correction.MASK_VALUE`.
+#: value of masked cells in ``logit_bias``, **set** (not added): finite, so a fully masked row
+#: gives a finite log-sum-exp and no NaN; large enough that ``exp(s' - max) == 0`` in fp32 for any
+#: realistic logits (|s'| < 1e8), while sums of thousands of masked cells, or multiplying them by
+#: 1/tau up to 1e3, stay far from fp32 overflow (3.4e38); exactly representable in fp32. Add the
+#: bias to logits in fp32 (fp16 would turn it into -inf).
 MASK_VALUE = np.float32(-1e9)
 
 
@@ -264,51 +264,3 @@ def assemble_batch(pos_indptr, pos_ids, *, teacher: Optional[Tuple] = None,
                                 ex_cols=ex_cols, ex_vals=ex_vals, t_indptr=tg_ptr,
                                 t_cols=tg_cols, t_vals=tg_vals, is_sampled=is_s,
                                 pos_cols=pos_cols)
-
-
-def correct_logits(buf, cand_ids, log_expected_count, is_sampled, pos_indptr, pos_ids, *,
-                   correct_positives: bool = False):
-    """Apply the sampled-logit correction to ``buf`` in place and return it.
-
-    buf: f32[B, C] numpy array or CPU torch tensor (C-contiguous): logits or a bias buffer.
-    cand_ids i64[C] (copies of an id allowed), log_expected_count f[C] (offsets of the sampled
-    columns; ignored elsewhere), is_sampled bool[C], positives as CSR (pos_indptr i64[B+1],
-    pos_ids). Sampled columns get ``-log_expected_count``; every other copy of a row's positive
-    is masked (:data:`MASK_VALUE`); see :mod:`xmr.kernels.correction`.
-    """
-    arr = buf
-    if hasattr(buf, "detach") and hasattr(buf, "numpy"):  # a torch tensor: work on its memory
-        if buf.device.type != "cpu" or not buf.is_contiguous():
-            raise ValueError(f"buf: expected a contiguous CPU tensor, got device={buf.device}, "
-                             f"contiguous={buf.is_contiguous()}")
-        arr = buf.detach().numpy()
-    if not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.dtype != np.float32 \
-            or not arr.flags.c_contiguous or not arr.flags.writeable:
-        got = (f"{type(arr).__name__} dtype={getattr(arr, 'dtype', None)} "
-               f"shape={getattr(arr, 'shape', None)}")
-        raise ValueError(f"buf: expected a writable C-contiguous float32 array [B, C], got {got}")
-    B, C = arr.shape
-    cand_ids = np.ascontiguousarray(cand_ids)
-    if cand_ids.shape != (C,) or (cand_ids.size and not np.issubdtype(cand_ids.dtype, np.integer)):
-        raise ValueError(f"cand_ids: expected integer ids of shape ({C},), got {cand_ids.dtype} "
-                         f"{cand_ids.shape}")
-    cand_ids = cand_ids.astype(np.int64, copy=False)
-    is_sampled = np.ascontiguousarray(is_sampled)
-    if is_sampled.shape != (C,) or is_sampled.dtype != np.bool_:
-        raise ValueError(f"is_sampled: expected bool of shape ({C},), got {is_sampled.dtype} "
-                         f"{is_sampled.shape}")
-    off = np.asarray(log_expected_count)
-    if off.shape != (C,):
-        raise ValueError(f"log_expected_count: expected shape ({C},), got {off.shape}")
-    off = np.ascontiguousarray(off, dtype=np.float32)
-    if not np.all(np.isfinite(off[is_sampled])):
-        raise ValueError("log_expected_count: expected finite values on sampled columns, got "
-                         f"{off[is_sampled][~np.isfinite(off[is_sampled])][0]!r}")
-    pos_ids = np.ascontiguousarray(pos_ids, dtype=np.int64)
-    pos_indptr = _indptr("pos_indptr", pos_indptr, B, pos_ids.size)
-
-    from xmr.kernels.correction import correct_logits as _kernel
-
-    _kernel(arr, cand_ids, off, is_sampled, pos_indptr, pos_ids, bool(correct_positives),
-            MASK_VALUE)
-    return buf
