@@ -13,11 +13,12 @@ each row's visibility list), and the union alone. ``assembly_plus_loss`` compare
 loss with the dense one on the densified batch (``sparse_to_dense``, what
 ``SparseCandidateBatch.to_dense`` gives the ova / pal / decoupled reductions).
 
-Dropped rows (issue 9; older results files still hold them), kernels that only tests used and
-that now live in ``tests/_oracles/``: the dense-layout assembly kernel (``fresh_outputs``,
+Dropped rows (issue 9; older results files still hold them): kernels that only tests used,
+now in ``tests/_oracles/`` — the dense-layout assembly kernel (``fresh_outputs``,
 ``reused_outputs``: ``logit_bias``/``targets`` f32[B, C] written directly, with or without
 reused ``out=`` buffers) and the copies-kept sampled-logit correction (``correction``, never on
-the training path).
+the training path) — and the streaming frequency estimator (``freq``), removed with
+``InBatchFrequency``, which no configuration reached.
 
 Run: ``python -m benchmarks.micro.bench_kernels [--repeat 5] [--quick] [--threads 1]``
 → ``benchmarks/results/bench_kernels.json``.
@@ -162,39 +163,6 @@ def _bench_sparse(args, repeat):
             "output_bytes": int(n_out)}
 
 
-def _freq_update_vectorised(last_step, gap, ids, step, alpha):
-    from xmr.kernels.freq import freq_bucket_ref
-
-    h = np.unique(freq_bucket_ref(ids, len(last_step)))
-    a = last_step[h]
-    h = h[a != step]
-    a = last_step[h]
-    gap[h] = np.where(a == 0, float(step), (1 - alpha) * gap[h] + alpha * (step - a))
-    last_step[h] = step
-
-
-def bench_freq(rng, B, L, repeat, steps=50):
-    from xmr.kernels.freq import freq_update
-
-    batches = rng.integers(0, L, (steps, B)).astype(np.int64)
-    nb = 1 << 22
-
-    def run(fn):
-        a = np.zeros(nb, np.int64)
-        g = np.zeros(nb)
-        for t, ids in enumerate(batches, 1):
-            fn(a, g, ids, t, 0.01)
-        return a, g
-
-    ka, kg = run(freq_update)
-    ra, rg = run(_freq_update_vectorised)
-    assert np.array_equal(ka, ra) and np.allclose(kg, rg)
-    t_k = best_time(lambda: run(freq_update), repeat=repeat, warmup=1)
-    t_r = best_time(lambda: run(_freq_update_vectorised), repeat=repeat, warmup=1)
-    return {"batch": B, "steps": steps, "buckets": nb, "kernel_s": t_k, "ref_s": t_r,
-            "speedup": t_r / t_k}
-
-
 def bench_samplers(rng, L, m, m_unique, repeat):
     from xmr.negatives.samplers import LogUniformSampler, UniformSampler, UnigramSampler
 
@@ -252,8 +220,6 @@ def _run(a) -> int:
     results = {}
     results["assembly"] = bench_assembly(rng, B, L, C, a.repeat)
     log.info("assembly   %s", results["assembly"])
-    results["freq"] = bench_freq(rng, B, L, a.repeat)
-    log.info("freq       %s", results["freq"])
     results["samplers"] = bench_samplers(rng, L, 1_000_000 if not a.quick else 100_000,
                                          C, a.repeat)
     log.info("samplers   %s", results["samplers"])
