@@ -221,23 +221,11 @@ def _kernels():
         return None
     r = res["results"]
     rows = []
-    if "correction" in r:
-        c = r["correction"]
-        if "ref_broadcast_s" in c:  # against the best numpy reference (a broadcast subtraction)
-            ref, sp_ = min(c["ref_s"], c["ref_broadcast_s"]), c["kernel_s"]
-            sp_ = ref / sp_
-            label = "sampled-logit correction (not on the training path)"
-        else:  # an older results file: only the boolean-indexing reference was measured
-            ref, sp_ = c["ref_s"], c["speedup"]
-            label = ("sampled-logit correction (not on the training path; vs a boolean-indexing "
-                     "reference — a broadcast numpy reference runs about as fast as the kernel, "
-                     "re-measurement pending)")
-        rows.append([label, f"{c['kernel_s'] * 1e3:.1f} ms", f"{ref * 1e3:.1f} ms",
-                     f"{sp_:.1f}x", "≥ 3x: met" if sp_ >= 3 else "≥ 3x: missed"])
+    # only the kernels the library has: the dense-layout assembly and the copies-kept
+    # correction (now test oracles) and the frequency estimator (removed) are left out, though
+    # results files from before issue 9 still hold their figures
     a = r.get("assembly", {})
     for key, label in (("sparse", "candidate assembly (sparse layout, used in training)"),
-                       ("fresh_outputs", "candidate assembly (dense B×C outputs)"),
-                       ("reused_outputs", "candidate assembly (dense, reused buffers)"),
                        ("union_only", "candidate union only")):
         if key in a:
             x = dict(a[key])
@@ -246,10 +234,6 @@ def _kernels():
             x.setdefault("speedup", x["ref_s"] / x["kernel_s"])
             goal = "" if key == "union_only" else ("≥ 3x: met" if x["speedup"] >= 3 else "≥ 3x: missed")
             rows.append([label, f"{x['kernel_s'] * 1e3:.2f} ms", f"{x['ref_s'] * 1e3:.2f} ms", f"{x['speedup']:.1f}x", goal])
-    if "freq" in r:
-        f = r["freq"]
-        rows.append(["streaming frequency estimator (50 steps)", f"{f['kernel_s'] * 1e3:.1f} ms",
-                     f"{f['ref_s'] * 1e3:.1f} ms", f"{f['ref_s'] / f['kernel_s']:.1f}x", ""])
     return (table(["kernel (B = 1,024, C ≈ 8k, L = 1M)", "Numba", "vectorised numpy reference", "ratio", "goal"], rows)
             + source_line(res))
 

@@ -1,9 +1,11 @@
 """Candidate assembly: the union of a batch's candidates, their logit bias and their targets.
 
 Implements the candidate side of the loss family of DESIGN.md §5 for a batch scored on a shared
-candidate set (one dense matmul). Per row x with positives P, teacher top-K T (ids and raw
-logits), mined negatives H, and the batch-shared random negatives R (ids with their
-``log E[count]`` under the proposal):
+candidate set (one dense matmul). The rules below define the content as two dense ``B x C``
+arrays, ``logit_bias`` and ``targets``; the kernels build it in the **sparse layout** (further
+down) and :func:`sparse_to_dense` rebuilds the dense arrays where they are wanted. Per row x
+with positives P, teacher top-K T (ids and raw logits), mined negatives H, and the
+batch-shared random negatives R (ids with their ``log E[count]`` under the proposal):
 
 **Columns.** ``cand_ids`` is the union of all P, T, H, R ids in order of first appearance
 (P row by row, then T, H, R). The union is built with an open-addressing hash map of size
@@ -35,7 +37,7 @@ targets on columns that are already candidates (q^t restricted to A(x), DESIGN.m
 
 **Sparse layout** (:func:`fill_sparse`, :func:`assemble_candidates_sparse`). Almost every cell
 of ``logit_bias`` is a per-column constant and ``targets`` has a few nonzeros per row, so the
-same content is also produced without any ``B x C`` array:
+content is produced without any ``B x C`` array:
 
 * ``col_bias f32[C]``: ``-b_j`` on sampled columns (rule 3); on the other columns 0 if
   ``share_columns`` (rule 4), else ``mask_value``. With ``share_columns=False`` the column
@@ -51,7 +53,9 @@ same content is also produced without any ``B x C`` array:
   ascending within a row, only nonzero values (the distinct P columns and visible T columns
   that receive mass).
 
-Densified, the sparse layout equals the dense one bit for bit (same float32 arithmetic).
+Densified, the sparse layout equals the dense arrays bit for bit (same float32 arithmetic): the
+tests hold it against a dense-layout oracle kernel that writes the ``B x C`` arrays directly
+(``tests/_oracles/dense_assembly.py``, moved out of the library: nothing but tests used it).
 """
 
 from __future__ import annotations
@@ -61,8 +65,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["candidate_union", "fill_bias_targets", "assemble_candidates",
-           "assemble_candidates_ref", "fill_sparse", "assemble_candidates_sparse",
+__all__ = ["candidate_union", "fill_sparse", "assemble_candidates_sparse",
            "assemble_candidates_sparse_ref", "sparse_to_dense"]
 
 
@@ -166,115 +169,6 @@ def candidate_union(pos_ids, t_ids, h_ids, r_ids, r_log_ec, teacher_candidates):
     return cand[:n_c].copy(), is_sampled, neg_off, pos_cols, t_cols, h_cols
 
 
-@njit(cache=True)
-def fill_bias_targets(bias, targets, pos_indptr, pos_cols, t_indptr, t_cols, t_logits, h_indptr,
-                      h_cols, is_sampled, neg_off, alpha, tau_t, correct_positives,
-                      share_columns, teacher_candidates, mask_value):
-    """Write ``logit_bias`` and ``targets`` (both f32[B, C], C-contiguous, any initial content)
-    in place from the column maps of :func:`candidate_union` (rules in the module docstring).
-
-    Serial on purpose: the work is bound by memory writes (``2 * B * C * 4`` bytes), and a
-    ``prange`` version was slower on the project's shared 2-core machine. The buffers are
-    allocated by the caller: numpy's allocator backs large arrays with huge pages, which makes
-    first touch several times cheaper than Numba's, and a training loop can reuse them across
-    batches.
-    """
-    num_rows = bias.shape[0]
-    n_c = bias.shape[1]
-    samp_cols = np.nonzero(is_sampled)[0].astype(np.int64)
-    n_samp = samp_cols.shape[0]
-    base = np.float32(0.0) if share_columns else mask_value
-    half_mask = 0.5 * mask_value
-    for r in range(num_rows):
-        row = bias[r]
-        trow = targets[r]
-        row[:] = base
-        trow[:] = 0.0
-        for k in range(n_samp):
-            c = samp_cols[k]
-            row[c] = neg_off[c]
-        for e in range(h_indptr[r], h_indptr[r + 1]):
-            row[h_cols[e]] = 0.0
-        if teacher_candidates:
-            for e in range(t_indptr[r], t_indptr[r + 1]):
-                row[t_cols[e]] = 0.0
-        n_pos = 0
-        for e in range(pos_indptr[r], pos_indptr[r + 1]):
-            c = pos_cols[e]
-            if correct_positives and is_sampled[c]:
-                row[c] = neg_off[c]
-            else:
-                row[c] = 0.0
-            if trow[c] == 0.0:  # distinct positive columns (marked with 1, set below)
-                trow[c] = 1.0
-                n_pos += 1
-
-        # teacher distribution over the visible teacher entries
-        z_max = -np.inf
-        for e in range(t_indptr[r], t_indptr[r + 1]):
-            c = t_cols[e]
-            if c >= 0 and row[c] > half_mask:
-                z = np.float64(t_logits[e]) / tau_t
-                if z > z_max:
-                    z_max = z
-        z_sum = 0.0
-        if z_max > -np.inf:
-            for e in range(t_indptr[r], t_indptr[r + 1]):
-                c = t_cols[e]
-                if c >= 0 and row[c] > half_mask:
-                    z_sum += math.exp(np.float64(t_logits[e]) / tau_t - z_max)
-        w_p, w_t = _target_weights(n_pos, z_sum, alpha)
-        each = np.float32(w_p / n_pos) if n_pos > 0 else np.float32(0.0)
-        for e in range(pos_indptr[r], pos_indptr[r + 1]):
-            trow[pos_cols[e]] = each
-        if w_t > 0.0:
-            scale = w_t / z_sum
-            for e in range(t_indptr[r], t_indptr[r + 1]):
-                c = t_cols[e]
-                if c >= 0 and row[c] > half_mask:
-                    w = scale * math.exp(np.float64(t_logits[e]) / tau_t - z_max)
-                    trow[c] = np.float32(np.float64(trow[c]) + w)
-
-
-def assemble_candidates(num_rows, pos_indptr, pos_ids, t_indptr, t_ids, t_logits, h_indptr,
-                        h_ids, r_ids, r_log_ec, alpha, tau_t, correct_positives, share_columns,
-                        teacher_candidates, mask_value, out=None):
-    """Build the shared candidate set of a batch with its logit bias and targets.
-
-    Composes the two kernels :func:`candidate_union` and :func:`fill_bias_targets`.
-
-    Inputs (CSR triplets with ``indptr i64[B+1]``; empty parts as zero-length arrays):
-      pos_indptr, pos_ids i64          positives P
-      t_indptr, t_ids i64, t_logits f32   teacher top-K T with raw logits
-      h_indptr, h_ids i64              mined negatives H
-      r_ids i64[m], r_log_ec f64[m]    shared random negatives R and log E[count] of each draw
-      alpha, tau_t f64; correct_positives, share_columns, teacher_candidates bool;
-      mask_value f32
-      out: optional ``(bias, targets)`` f32 buffers of at least ``B * C`` elements each, reused
-      across batches (their first ``B * C`` elements are viewed as ``[B, C]``).
-    Returns ``(cand_ids i64[C], is_sampled bool[C], logit_bias f32[B, C], targets f32[B, C],
-    pos_cols i64[nnz_P], t_cols i64[nnz_T] (-1: not a candidate), h_cols i64[nnz_H])``.
-    """
-    cand, is_sampled, neg_off, pos_cols, t_cols, h_cols = candidate_union(
-        pos_ids, t_ids, h_ids, r_ids, r_log_ec, teacher_candidates)
-    n_c = cand.shape[0]
-    if out is None:
-        bias = np.empty((num_rows, n_c), dtype=np.float32)
-        targets = np.empty((num_rows, n_c), dtype=np.float32)
-    else:
-        for name, buf in zip(("bias", "targets"), out):
-            if buf.dtype != np.float32 or buf.size < num_rows * n_c or not buf.flags.c_contiguous:
-                raise ValueError(f"out {name}: expected a C-contiguous float32 buffer of at least "
-                                 f"B*C={num_rows * n_c} elements, got {buf.dtype} of size "
-                                 f"{buf.size}")
-        bias = out[0].reshape(-1)[: num_rows * n_c].reshape(num_rows, n_c)
-        targets = out[1].reshape(-1)[: num_rows * n_c].reshape(num_rows, n_c)
-    fill_bias_targets(bias, targets, pos_indptr, pos_cols, t_indptr, t_cols, t_logits, h_indptr,
-                      h_cols, is_sampled, neg_off, alpha, tau_t, correct_positives,
-                      share_columns, teacher_candidates, mask_value)
-    return cand, is_sampled, bias, targets, pos_cols, t_cols, h_cols
-
-
 def _union_ref(pos_ids, t_ids, h_ids, r_ids, r_log_ec, teacher_candidates):
     """Vectorised numpy reference of :func:`candidate_union` (np.unique, searchsorted,
     bincount); same outputs."""
@@ -313,59 +207,6 @@ def _union_ref(pos_ids, t_ids, h_ids, r_ids, r_log_ec, teacher_candidates):
     return cand, is_sampled, neg_off, pos_cols, np.asarray(t_cols, dtype=np.int64), h_cols
 
 
-def assemble_candidates_ref(num_rows, pos_indptr, pos_ids, t_indptr, t_ids, t_logits, h_indptr,
-                            h_ids, r_ids, r_log_ec, alpha, tau_t, correct_positives, share_columns,
-                            teacher_candidates, mask_value, out=None):
-    """Vectorised numpy reference of :func:`assemble_candidates` (np.unique, searchsorted,
-    fancy indexing, bincount, ufunc.at); same outputs (targets equal up to fp32 rounding)."""
-    B = num_rows
-    cand, is_sampled, neg_off, pos_cols, t_cols, h_cols = _union_ref(
-        pos_ids, t_ids, h_ids, r_ids, r_log_ec, teacher_candidates)
-    C = len(cand)
-
-    if out is None:
-        bias = np.empty((B, C), dtype=np.float32)
-        T = np.empty((B, C), dtype=np.float32)
-    else:
-        bias = out[0].reshape(-1)[: B * C].reshape(B, C)
-        T = out[1].reshape(-1)[: B * C].reshape(B, C)
-    bias.fill(0.0 if share_columns else mask_value)
-    bias[:, is_sampled] = neg_off[is_sampled]
-    rows_h = np.repeat(np.arange(B), np.diff(h_indptr))
-    bias[rows_h, h_cols] = 0.0
-    rows_t = np.repeat(np.arange(B), np.diff(t_indptr))
-    if teacher_candidates:
-        bias[rows_t, t_cols] = 0.0
-    rows_p = np.repeat(np.arange(B), np.diff(pos_indptr))
-    corr = correct_positives & is_sampled[pos_cols]
-    bias[rows_p, pos_cols] = np.where(corr, neg_off[pos_cols], np.float32(0.0))
-
-    # targets
-    pkey = np.unique(rows_p * C + pos_cols)
-    prow = pkey // C if C else pkey
-    n_pos = np.bincount(prow, minlength=B)
-    vis = t_cols >= 0
-    vis[vis] = bias[rows_t[vis], t_cols[vis]] > 0.5 * mask_value
-    z = np.asarray(t_logits, dtype=np.float64) / tau_t
-    z_max = np.full(B, -np.inf)
-    np.maximum.at(z_max, rows_t[vis], z[vis])
-    ez = np.zeros(len(z))
-    ez[vis] = np.exp(z[vis] - z_max[rows_t[vis]])
-    z_sum = np.bincount(rows_t[vis], weights=ez[vis], minlength=B)
-    has_t = (z_sum > 0) & (alpha > 0)
-    has_p = n_pos > 0
-    w_p = np.where(has_p & has_t, 1.0 - alpha, np.where(has_p, 1.0, 0.0))
-    w_t = np.where(has_p & has_t, alpha, np.where(has_t & ~has_p, 1.0, 0.0))
-    T.fill(0.0)
-    if len(pkey):
-        T.reshape(-1)[pkey] = (w_p / np.maximum(n_pos, 1))[prow]
-    tv = vis & has_t[rows_t]
-    np.add.at(T, (rows_t[tv], t_cols[tv]), (w_t / np.where(z_sum > 0, z_sum, 1.0))[rows_t[tv]]
-              * ez[tv])
-    return (cand, is_sampled, bias, T, pos_cols, np.asarray(t_cols),
-            h_cols)
-
-
 # ------------------------------------------------------------------------------------------------
 # sparse layout
 # ------------------------------------------------------------------------------------------------
@@ -395,8 +236,9 @@ def fill_sparse(num_rows, pos_indptr, pos_cols, t_indptr, t_cols, t_logits, h_in
     Returns ``(col_bias f32[C], ex_rows i64[m], ex_cols i64[m], ex_vals f32[m],
     t_indptr_out i64[B+1], tg_cols i64[nnz], tg_vals f32[nnz])``. Work and memory are
     O(C + nnz(P, T, H)): two C-sized stamp arrays mark the cells a row owns, so no B x C array
-    is touched. Target values use the float32/float64 arithmetic of :func:`fill_bias_targets`
-    in the same order, so densifying gives its output exactly.
+    is touched. Target values use the float32/float64 arithmetic of the dense-layout oracle
+    (``tests/_oracles/dense_assembly.py``) in the same order, so densifying gives its output
+    exactly.
     """
     n_c = is_sampled.shape[0]
     base = np.float32(0.0) if share_columns else mask_value
@@ -516,9 +358,18 @@ def fill_sparse(num_rows, pos_indptr, pos_cols, t_indptr, t_cols, t_logits, h_in
 def assemble_candidates_sparse(num_rows, pos_indptr, pos_ids, t_indptr, t_ids, t_logits,
                                h_indptr, h_ids, r_ids, r_log_ec, alpha, tau_t, correct_positives,
                                share_columns, teacher_candidates, mask_value):
-    """Sparse-layout twin of :func:`assemble_candidates` (same inputs, no ``out``).
+    """Build the shared candidate set of a batch with its logit bias and targets (sparse layout).
 
-    Composes :func:`candidate_union` and :func:`fill_sparse`. Returns ``(cand_ids i64[C],
+    Composes the two kernels :func:`candidate_union` and :func:`fill_sparse`.
+
+    Inputs (CSR triplets with ``indptr i64[B+1]``; empty parts as zero-length arrays):
+      pos_indptr, pos_ids i64          positives P
+      t_indptr, t_ids i64, t_logits f32   teacher top-K T with raw logits
+      h_indptr, h_ids i64              mined negatives H
+      r_ids i64[m], r_log_ec f64[m]    shared random negatives R and log E[count] of each draw
+      alpha, tau_t f64; correct_positives, share_columns, teacher_candidates bool;
+      mask_value f32
+    Returns ``(cand_ids i64[C],
     is_sampled bool[C], col_bias f32[C], ex_rows i64[m], ex_cols i64[m], ex_vals f32[m],
     tg_indptr i64[B+1], tg_cols i64[nnz], tg_vals f32[nnz], pos_cols, t_cols, h_cols)``.
     """
@@ -599,8 +450,9 @@ def assemble_candidates_sparse_ref(num_rows, pos_indptr, pos_ids, t_indptr, t_id
 
 
 def sparse_to_dense(num_rows, col_bias, ex_rows, ex_cols, ex_vals, tg_indptr, tg_cols, tg_vals):
-    """Densify the sparse layout: ``(logit_bias f32[B, C], targets f32[B, C])`` (tests and
-    debugging; the training path never builds them)."""
+    """Densify the sparse layout: ``(logit_bias f32[B, C], targets f32[B, C])`` (tests, and the
+    ova / pal / decoupled candidate reductions of :mod:`xmr.objectives.loss`, which autograd
+    through a dense bias; the default loss on the sparse layout never builds them)."""
     C = col_bias.shape[0]
     bias = np.empty((num_rows, C), dtype=np.float32)
     bias[:] = col_bias[None, :]

@@ -9,13 +9,9 @@ from xmr.cli.main import main  # noqa: E402
 from xmr.data.planted import planted_labels, planted_queries  # noqa: E402
 from xmr.eval.recall import knn_recall  # noqa: E402
 from xmr.index import LabelIndex, exact_search  # noqa: E402
-from xmr.utils.threads import omp_threads  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_faiss_thread():
-    with omp_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 @pytest.fixture

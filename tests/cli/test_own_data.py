@@ -9,17 +9,15 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import TOPICS, tsv_folder
 
 from xmr.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "data"))
-from _own_data import TOPICS, tsv_folder  # noqa: E402
 
 
 def _section_blocks(lang: str):
@@ -92,7 +90,7 @@ def test_readme_python_example_runs(workdir, capsys):
 
 def test_predict_text_needs_a_text_model(workdir, capsys, tmp_path):
     from xmr.data.formats import write_xc_bow
-    from _own_data import planted_matrices
+    from _helpers import planted_matrices
 
     m = planted_matrices()
     (tmp_path / "xc").mkdir()
@@ -115,7 +113,7 @@ def test_predict_text_needs_a_text_model(workdir, capsys, tmp_path):
 @pytest.mark.parametrize("layout", ["xc", "npz", "tsv"])
 def test_train_and_evaluate_on_a_folder(workdir, capsys, layout):
     from xmr.data.formats import write_npz, write_xc_bow
-    from _own_data import planted_matrices
+    from _helpers import planted_matrices
 
     d = workdir / "data" / layout
     if layout == "tsv":

@@ -13,7 +13,6 @@ import http.server
 import io
 import json
 import re
-import socket
 import tarfile
 import threading
 import zipfile
@@ -21,6 +20,7 @@ import zipfile
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from _helpers import free_port
 
 from xmr.cli.main import main
 from xmr.data.download import (NetworkUnreachableError, UnsafeArchiveError, direct_url,
@@ -106,12 +106,6 @@ def _fresh(server):
 
 def sha256_file_bytes(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,7 +237,7 @@ def test_checksum_mismatch_raises_and_removes_the_file(server, tmp_path):
 
 
 def test_unreachable_host_says_what_to_download_by_hand(tmp_path):
-    port = _free_port()  # nothing listens there any more
+    port = free_port()  # nothing listens there any more
     url = f"http://127.0.0.1:{port}/Eurlex.zip"
     dest = tmp_path / "raw" / "Eurlex.zip"
     with pytest.raises(NetworkUnreachableError) as ei:
@@ -455,7 +449,7 @@ def test_prepare_uses_files_placed_by_hand_without_network(tmp_path, eurlex_mini
 
 
 def test_prepare_unreachable_names_the_folder(tmp_path, capsys):
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/Eurlex.zip"
     rc = main(["data", "prepare", "EURLex-4K", "--root", str(tmp_path),
                "--url-override", url])

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from _helpers import TOPICS, planted_matrices, planted_text, tsv_folder, write_tsv
 
 from xmr.cli.main import main
 from xmr.data.formats import write_npz, write_sparse_text, write_xc_bow
@@ -17,8 +17,6 @@ from xmr.data.loaders import load_dataset
 from xmr.data.sources import import_dataset
 from xmr.errors import FormatError, MetadataMismatchError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _own_data import TOPICS, planted_matrices, planted_text, tsv_folder, write_tsv  # noqa: E402
 
 
 def _same(A, B):

@@ -16,15 +16,11 @@ from xmr.index import PAD_SCORE, LabelIndex, exact_search  # noqa: E402
 from xmr.utils.threads import omp_threads  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_faiss_thread():
-    """One OpenMP thread: on a shared 2-core machine spinning OpenMP teams only add waiting."""
-    with omp_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 @pytest.fixture(scope="module")
-def planted():
+def search_problem():
     """20k clustered labels (d=32, 256 overlapping clusters), 400 queries near random labels."""
     W = planted_labels(20000, 32, num_centres=256, noise=1.0, seed=0)
     Q, _ = planted_queries(W, 400, noise=0.3, seed=1)
@@ -96,8 +92,8 @@ def test_knn_recall():
 
 # ---- the index: contract and exactness ------------------------------------------------------
 
-def test_flat_index_equals_exact(planted):
-    W, Q, S, I = planted
+def test_flat_index_equals_exact(search_problem):
+    W, Q, S, I = search_problem
     s, i = LabelIndex.build(W, factory="Flat").search(Q, 10)
     assert knn_recall(i, I) >= 0.999  # identical up to float rounding at near-ties
     np.testing.assert_allclose(s, S, rtol=1e-4, atol=1e-4)
@@ -105,8 +101,8 @@ def test_flat_index_equals_exact(planted):
 
 
 @pytest.mark.parametrize("factory, floor", [("IVF{nlist},Flat", 0.95), ("HNSW32", 0.95)])
-def test_recall_floor_default_settings(planted, factory, floor):
-    W, Q, S, I = planted
+def test_recall_floor_default_settings(search_problem, factory, floor):
+    W, Q, S, I = search_problem
     index = LabelIndex.build(W, factory=factory)
     s, i = index.search(Q, 10)
     assert knn_recall(i, I) >= floor, (factory, index.search_params)
@@ -163,8 +159,8 @@ def test_l2_metric_flat_equals_exact():
 
 # ---- shards ---------------------------------------------------------------------------------
 
-def test_shards_equal_single_index(planted):
-    W, Q, S, I = planted
+def test_shards_equal_single_index(search_problem):
+    W, Q, S, I = search_problem
     one_s, one_i = LabelIndex.build(W, factory="Flat").search(Q, 10)
     sharded = LabelIndex.build(W, factory="Flat", shards=3)
     assert [(s.offset, s.count) for s in sharded.shards_] == [(0, 6667), (6667, 6666),
@@ -174,9 +170,9 @@ def test_shards_equal_single_index(planted):
     np.testing.assert_allclose(s, one_s, rtol=1e-6)
 
 
-def test_ranks_merge_with_offsets(planted):
+def test_ranks_merge_with_offsets(search_problem):
     # Each "rank" indexes its own label range with its global offset; from_shards merges them.
-    W, Q, S, I = planted
+    W, Q, S, I = search_problem
     bounds = [0, 5000, 12000, 20000]
     ranks = [LabelIndex(32, factory="Flat").add_with_offset(W[a:b], a)
              for a, b in zip(bounds[:-1], bounds[1:])]
@@ -277,8 +273,8 @@ def test_bad_inputs_have_clear_errors():
         LabelIndex(8, use_gpu="yes")
 
 
-def test_faiss_thread_count_untouched(planted):
-    W, Q, _, _ = planted
+def test_faiss_thread_count_untouched(search_problem):
+    W, Q, _, _ = search_problem
     before = faiss.omp_get_max_threads()
     LabelIndex.build(W[:2000], factory="HNSW32", shards=2).search(Q, 5)
     assert faiss.omp_get_max_threads() == before
@@ -308,10 +304,10 @@ def test_use_gpu_true_without_gpu_is_an_error():
 
 
 @pytest.mark.gpu
-def test_gpu_index_equals_cpu(planted):
+def test_gpu_index_equals_cpu(search_problem):
     if faiss.get_num_gpus() == 0:
         pytest.skip("FAISS sees no GPU")
-    W, Q, S, I = planted
+    W, Q, S, I = search_problem
     for factory in ("Flat", "IVF{nlist},Flat"):
         gpu = LabelIndex.build(W, factory=factory, use_gpu=True)
         assert gpu.shards_[0].on_gpu

@@ -11,13 +11,9 @@ faiss = pytest.importorskip("faiss")
 from xmr.errors import MetadataMismatchError  # noqa: E402
 from xmr.index import PAD_SCORE, LabelIndex, exact_search  # noqa: E402
 from xmr.index.mips import mips_augment, mips_augment_queries, mips_scores  # noqa: E402
-from xmr.utils.threads import omp_threads  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_faiss_thread():
-    with omp_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 def _varied_norms(L=600, d=12, seed=0):

@@ -1,25 +1,18 @@
-"""Candidate-assembly kernels (dense and sparse layouts) against their vectorised references,
-and their rules by hand."""
+"""Candidate-assembly kernels against their vectorised references, and their rules by hand: the
+library's sparse layout, and the dense-layout oracle (tests/_oracles/dense_assembly.py) that it
+must densify to bit for bit."""
 
-import importlib.util
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import random_csr
 
-# the shared helper sits next to this file; pytest runs with --import-mode=importlib, which puts
-# no test folder on sys.path, so it is loaded by path
-_spec = importlib.util.spec_from_file_location("_random_csr", Path(__file__).with_name(
-    "_random_csr.py"))
-_helper = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_helper)
-random_csr = _helper.random_csr
+from _oracles.dense_assembly import assemble_candidates, assemble_candidates_ref
 
-from xmr.kernels.assembly import (assemble_candidates, assemble_candidates_ref,
-                                  assemble_candidates_sparse, assemble_candidates_sparse_ref,
+from xmr.kernels.assembly import (assemble_candidates_sparse, assemble_candidates_sparse_ref,
                                   sparse_to_dense)
-from xmr.kernels.correction import MASK_VALUE
+from xmr.negatives.candidates import MASK_VALUE
 
 
 def _case(rng, random_csr, B, L, has_t, has_h, m):
@@ -90,7 +83,7 @@ SPARSE_NAMES = ["cand", "is_sampled", "col_bias", "ex_rows", "ex_cols", "ex_vals
 
 @pytest.mark.parametrize("B,L,m", [(1, 1, 0), (1, 1, 3), (5, 3, 4), (17, 60, 25), (40, 5000, 100)])
 def test_sparse_matches_dense_and_reference(B, L, m):
-    """Sparse kernel: densified it equals the dense kernel bit for bit; it equals its
+    """Sparse kernel: densified it equals the dense oracle kernel bit for bit; it equals its
     vectorised reference (targets up to fp32 rounding); its layout invariants hold."""
     rng = np.random.default_rng(B + L + m)
     for has_t, has_h in [(False, False), (True, False), (True, True), (False, True)]:

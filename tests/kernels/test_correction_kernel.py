@@ -1,11 +1,12 @@
-"""Sampled-logit correction kernel against its vectorised reference, and its rules by hand."""
+"""The copies-kept sampled-logit correction oracle (tests/_oracles/correction.py, used by
+tests/negatives/test_candidates.py): its kernel against its vectorised reference, and its rules by
+hand."""
 
 import numpy as np
 import pytest
 
-from _random_csr import random_csr
-
-from xmr.kernels.correction import MASK_VALUE, correct_logits, correct_logits_ref
+from _helpers import random_csr
+from _oracles.correction import MASK_VALUE, correct_logits, correct_logits_ref
 
 
 def _random_case(rng, random_csr, B, L, C):

@@ -4,20 +4,17 @@ one-versus-all loss) (each rank's slice of W and b, the DDP encoder), candidate 
 their gradients, top-k; and bad input on one rank raises on both instead of hanging."""
 
 import os
-import socket
-import time
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from _helpers import run_ranks
 
 from xmr.models import DenseEncoder, ShardedLabelTable
 
 WORLD, L, D, IN = 2, 1003, 8, 12
 SPLIT = [5, 3]  # uneven batch sizes on purpose
-TIMEOUT_S = 120
 
 
 def _problem():
@@ -74,101 +71,82 @@ def _first_and_rest(ip, ids, vals):
     return (pp, ids[first], 2 * vals[first]), (rp, ids[~first], vals[~first])
 
 
-def _worker(rank, port, out_dir):
-    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=WORLD, timeout=__import__("datetime").timedelta(seconds=60))
+def _worker(rank, out_dir):
+    p = _problem()
+    enc = torch.nn.parallel.DistributedDataParallel(_encoder())
+    table = ShardedLabelTable(L, D, num_shards=2, bias=True, process_group=dist.group.WORLD)
+    with torch.no_grad():
+        table.weight.copy_(p["W"][table.lo:table.hi])
+        table.bias.copy_(p["b"][table.lo:table.hi])
+    a, b = _rows(rank)
+    out = {"lo": table.lo, "hi": table.hi}
+
+    # 1. exact full softmax
+    loss = table.full_softmax_loss(enc(p["x"][a:b]), *_local_targets(p, rank), chunk_size=97,
+                                   reduction="none", cache_bytes=8 * 97 * 4 * 3)
+    loss.sum().backward()
+    out["loss"] = loss.detach()
+    out["gW"], out["gb"] = table.weight.grad.clone(), table.bias.grad.clone()
+    out["genc"] = [q.grad.clone() for q in enc.parameters()]
+
+    # 1b. the decoupled reduction: the targets as positives, half of them as soft targets
+    table.zero_grad(set_to_none=True)
+    enc.zero_grad(set_to_none=True)
+    ip, ids, vals = _local_targets(p, rank)
+    loss = table.full_softmax_loss(enc(p["x"][a:b]), ip, ids, 0.5 * vals, chunk_size=97,
+                                   reduction="none", normalized=False,
+                                   positives=(ip, ids, vals))
+    loss.sum().backward()
+    out["dloss"] = loss.detach()
+    out["dgW"], out["dgb"] = table.weight.grad.clone(), table.bias.grad.clone()
+    out["dgenc"] = [q.grad.clone() for q in enc.parameters()]
+
+    # 1c. the decoupled teacher term (soft targets against the negatives only)
+    for key in ("n", "o"):
+        table.zero_grad(set_to_none=True)
+        enc.zero_grad(set_to_none=True)
+        ip, ids, vals = _local_targets(p, rank)
+        if key == "n":
+            (pp, pi, pw), (rp, ri, rv) = _first_and_rest(ip, ids, vals)
+            loss = table.full_softmax_loss(enc(p["x"][a:b]), rp, ri, rv, chunk_size=97,
+                                           reduction="none", normalized=False,
+                                           positives=(pp, pi, pw), soft_on_neg=True)
+        else:  # 1d. one-versus-all over all labels
+            loss = table.full_ova_loss(enc(p["x"][a:b]), ip, ids, vals, chunk_size=97,
+                                       reduction="none")
+        loss.sum().backward()
+        out[key + "loss"] = loss.detach()
+        out[key + "gW"], out[key + "gb"] = table.weight.grad.clone(), table.bias.grad.clone()
+        out[key + "genc"] = [q.grad.clone() for q in enc.parameters()]
+
+    # 2. candidate logits (each rank its own candidate set)
+    table.zero_grad(set_to_none=True)
+    enc.zero_grad(set_to_none=True)
+    z = table.candidate_logits(enc(p["x"][a:b]), p["cands"][rank], logit_bias=p["lbias"][rank])
+    (z * p["wgts"][rank]).sum().backward()
+    out["z"] = z.detach()
+    out["cgW"], out["cgb"] = table.weight.grad.to_dense(), table.bias.grad.to_dense()
+    out["cgenc"] = [q.grad.clone() for q in enc.parameters()]
+
+    # 3. exact top-k
+    out["topk"] = table.topk(p["q"][a:b], 7, query_chunk=2, label_chunk=100)
+
+    # 4. bad input on rank 1 only: both ranks raise, neither hangs
+    ip, ids, vals = _local_targets(p, rank)
+    if rank == 1:
+        ids = ids.clone()
+        ids[0] = L
     try:
-        p = _problem()
-        enc = torch.nn.parallel.DistributedDataParallel(_encoder())
-        table = ShardedLabelTable(L, D, num_shards=2, bias=True, process_group=dist.group.WORLD)
-        with torch.no_grad():
-            table.weight.copy_(p["W"][table.lo:table.hi])
-            table.bias.copy_(p["b"][table.lo:table.hi])
-        a, b = _rows(rank)
-        out = {"lo": table.lo, "hi": table.hi}
-
-        # 1. exact full softmax
-        loss = table.full_softmax_loss(enc(p["x"][a:b]), *_local_targets(p, rank), chunk_size=97,
-                                       reduction="none", cache_bytes=8 * 97 * 4 * 3)
-        loss.sum().backward()
-        out["loss"] = loss.detach()
-        out["gW"], out["gb"] = table.weight.grad.clone(), table.bias.grad.clone()
-        out["genc"] = [q.grad.clone() for q in enc.parameters()]
-
-        # 1b. the decoupled reduction: the targets as positives, half of them as soft targets
-        table.zero_grad(set_to_none=True)
-        enc.zero_grad(set_to_none=True)
-        ip, ids, vals = _local_targets(p, rank)
-        loss = table.full_softmax_loss(enc(p["x"][a:b]), ip, ids, 0.5 * vals, chunk_size=97,
-                                       reduction="none", normalized=False,
-                                       positives=(ip, ids, vals))
-        loss.sum().backward()
-        out["dloss"] = loss.detach()
-        out["dgW"], out["dgb"] = table.weight.grad.clone(), table.bias.grad.clone()
-        out["dgenc"] = [q.grad.clone() for q in enc.parameters()]
-
-        # 1c. the decoupled teacher term (soft targets against the negatives only)
-        for key in ("n", "o"):
-            table.zero_grad(set_to_none=True)
-            enc.zero_grad(set_to_none=True)
-            ip, ids, vals = _local_targets(p, rank)
-            if key == "n":
-                (pp, pi, pw), (rp, ri, rv) = _first_and_rest(ip, ids, vals)
-                loss = table.full_softmax_loss(enc(p["x"][a:b]), rp, ri, rv, chunk_size=97,
-                                               reduction="none", normalized=False,
-                                               positives=(pp, pi, pw), soft_on_neg=True)
-            else:  # 1d. one-versus-all over all labels
-                loss = table.full_ova_loss(enc(p["x"][a:b]), ip, ids, vals, chunk_size=97,
-                                           reduction="none")
-            loss.sum().backward()
-            out[key + "loss"] = loss.detach()
-            out[key + "gW"], out[key + "gb"] = table.weight.grad.clone(), table.bias.grad.clone()
-            out[key + "genc"] = [q.grad.clone() for q in enc.parameters()]
-
-        # 2. candidate logits (each rank its own candidate set)
-        table.zero_grad(set_to_none=True)
-        enc.zero_grad(set_to_none=True)
-        z = table.candidate_logits(enc(p["x"][a:b]), p["cands"][rank], logit_bias=p["lbias"][rank])
-        (z * p["wgts"][rank]).sum().backward()
-        out["z"] = z.detach()
-        out["cgW"], out["cgb"] = table.weight.grad.to_dense(), table.bias.grad.to_dense()
-        out["cgenc"] = [q.grad.clone() for q in enc.parameters()]
-
-        # 3. exact top-k
-        out["topk"] = table.topk(p["q"][a:b], 7, query_chunk=2, label_chunk=100)
-
-        # 4. bad input on rank 1 only: both ranks raise, neither hangs
-        ip, ids, vals = _local_targets(p, rank)
-        if rank == 1:
-            ids = ids.clone()
-            ids[0] = L
-        try:
-            table.full_softmax_loss(torch.zeros(SPLIT[rank], D), ip, ids, vals)
-            out["error"] = None
-        except ValueError as e:
-            out["error"] = str(e)
-        torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        table.full_softmax_loss(torch.zeros(SPLIT[rank], D), ip, ids, vals)
+        out["error"] = None
+    except ValueError as e:
+        out["error"] = str(e)
+    torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
 @pytest.mark.distributed
 def test_two_gloo_ranks_match_single_process(tmp_path):
-    ctx = mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + TIMEOUT_S
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for proc in ctx.processes:
-                proc.kill()
-            pytest.fail(f"distributed workers did not finish within {TIMEOUT_S} s")
+    run_ranks(_worker, str(tmp_path), world=WORLD, timeout_s=120, pg_timeout_s=60)
     res = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
     assert [(r["lo"], r["hi"]) for r in res] == [(0, 501), (501, 1003)]
 

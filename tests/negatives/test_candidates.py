@@ -1,13 +1,15 @@
-"""assemble_batch / correct_logits: validation, copies-vs-collapse equivalence, the
-statistical consistency of the corrected sampled softmax (DESIGN.md §5), and the sparse layout
-(densifies to the dense one; its loss has the dense loss's values and gradients)."""
+"""assemble_batch: validation, copies-vs-collapse equivalence (against the copies-kept oracle,
+tests/_oracles/correction.py), the statistical consistency of the corrected sampled softmax
+(DESIGN.md §5), and the sparse layout (densifies to the dense-layout oracle,
+tests/_oracles/dense_assembly.py; its loss has the dense loss's values and gradients)."""
 
 import numpy as np
 import pytest
 import torch
+from _oracles.correction import correct_logits
+from _oracles.dense_assembly import assemble_batch_dense
 
-from xmr.negatives import (MASK_VALUE, UnigramSampler, assemble_batch, correct_logits,
-                           log_expected_count)
+from xmr.negatives import MASK_VALUE, UnigramSampler, assemble_batch, log_expected_count
 from xmr.negatives.candidates import SparseCandidateBatch
 
 
@@ -24,16 +26,15 @@ def _loss(s, cols, bias, targets):
     return (t * (torch.logsumexp(z, 1, keepdim=True) - z)).sum(1).mean()
 
 
-def test_mask_value_matches_kernel_constant():
-    from xmr.kernels.correction import MASK_VALUE as K
-
-    assert MASK_VALUE == K and MASK_VALUE.dtype == np.float32
+def test_mask_value_is_a_float32_minus_1e9():
+    assert MASK_VALUE == np.float32(-1e9) and MASK_VALUE.dtype == np.float32
 
 
 def test_collapsed_columns_equal_copies_kept():
     """Duplicates collapsed (assembly: one column, bias log c − log E) give the same loss and
     gradient as copies kept (correction kernel: c columns, each −log E; copies of a positive
-    masked), with each row seeing its own positives and the shared random negatives."""
+    masked; the oracle of tests/_oracles/correction.py), with each row seeing its own
+    positives and the shared random negatives."""
     rng = np.random.default_rng(0)
     B, L, m = 12, 40, 60  # small L: many duplicates and accidental hits
     P, indptr, pos = _positives(rng, B, L)
@@ -45,7 +46,7 @@ def test_collapsed_columns_equal_copies_kept():
 
     # collapsed (correct_positives=False: the positive column is never offset)
     cb = assemble_batch(indptr, pos, sampled=(r_ids, lec), share_columns=False,
-                        num_labels=L)
+                        num_labels=L).to_dense()
     s1 = s.clone().requires_grad_(True)
     l1 = _loss(s1, cb.cand_ids, cb.logit_bias, cb.targets)
     l1.backward()
@@ -61,7 +62,7 @@ def test_collapsed_columns_equal_copies_kept():
         own = np.isin(det, p)
         buf[r, :len(det)][~own] = MASK_VALUE
         tgt[r, :len(det)][own] = 1.0 / len(p)
-    correct_logits(buf, cols, off, is_s, indptr, pos)
+    correct_logits(buf, cols.astype(np.int64), off, is_s, indptr, pos, False, MASK_VALUE)
     for r, p in enumerate(P):  # every sampled copy of a row's positive is masked
         hits = np.isin(r_ids, p)
         assert np.all(buf[r, len(det):][hits] == MASK_VALUE)
@@ -101,7 +102,7 @@ def test_sampled_softmax_approaches_full_softmax():
         le, ge = [], []
         for seed in range(4):
             cb = assemble_batch(indptr, pos, sampled=sampler.sample(m, np.random.default_rng(seed)),
-                                share_columns=False, num_labels=L)
+                                share_columns=False, num_labels=L).to_dense()
             ss = s.clone().requires_grad_(True)
             ls = _loss(ss, cb.cand_ids, cb.logit_bias, cb.targets)
             ls.backward()
@@ -116,19 +117,13 @@ def test_sampled_softmax_approaches_full_softmax():
 
 def test_teacher_targets_and_shapes():
     cb = assemble_batch([0, 1, 1], [3], teacher=([0, 2, 3], [3, 5, 7], [0.0, 0.0, 1.0]),
-                        alpha=0.4, num_labels=10)
+                        alpha=0.4, num_labels=10).to_dense()
     assert cb.cand_ids.tolist() == [3, 5, 7]
     assert cb.logit_bias.dtype == np.float32 and cb.targets.dtype == np.float32
     np.testing.assert_allclose(cb.targets, [[0.6 + 0.2, 0.2, 0.0], [0.0, 0.0, 1.0]], rtol=1e-6)
     assert cb.pos_cols.tolist() == [0] and not cb.is_sampled.any()
-    empty = assemble_batch([0, 0], [], num_labels=5)
+    empty = assemble_batch([0, 0], [], num_labels=5).to_dense()
     assert empty.cand_ids.shape == (0,) and empty.logit_bias.shape == (1, 0)
-
-
-def test_correct_logits_on_a_torch_tensor_in_place():
-    t = torch.zeros(1, 3)
-    out = correct_logits(t, [2, 2, 4], [0.0, 1.0, 2.0], np.array([False, True, True]), [0, 1], [2])
-    assert out is t and t.tolist() == [[0.0, float(MASK_VALUE), -2.0]]
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -159,13 +154,6 @@ def test_bad_input_messages(kwargs, message):
     with pytest.raises(ValueError) as e:
         assemble_batch(indptr, ids, **kwargs)
     assert str(e.value) == message
-
-
-def test_correct_logits_bad_buffer():
-    with pytest.raises(ValueError) as e:
-        correct_logits(np.zeros((2, 3)), [0, 1, 2], np.zeros(3), np.zeros(3, bool), [0, 0, 0], [])
-    assert str(e.value) == ("buf: expected a writable C-contiguous float32 array [B, C], got "
-                            "ndarray dtype=float64 shape=(2, 3)")
 
 
 def _random_batch(rng, B, L):
@@ -203,8 +191,8 @@ def test_sparse_layout_densifies_to_the_dense_layout(cp, share, tc):
             kw = dict(teacher=teacher, mined=mined, sampled=sampled, alpha=alpha, tau_t=0.7,
                       correct_positives=cp, share_columns=share, teacher_candidates=tc,
                       num_labels=L)
-            dense = assemble_batch(p_ptr, p_ids, **kw)
-            sparse = assemble_batch(p_ptr, p_ids, layout="sparse", **kw)
+            dense = assemble_batch_dense(p_ptr, p_ids, **kw)
+            sparse = assemble_batch(p_ptr, p_ids, **kw)
             assert isinstance(sparse, SparseCandidateBatch) and sparse.num_rows == B
             back = sparse.to_dense()
             for name in ("cand_ids", "logit_bias", "targets", "is_sampled", "pos_cols"):
@@ -231,8 +219,8 @@ def test_sparse_loss_equals_dense_loss_values_and_gradients(cp, share):
     p_ptr, p_ids, teacher, mined, sampled = _random_batch(rng, B, L)
     kw = dict(teacher=teacher, mined=mined, sampled=sampled, alpha=0.3, tau_t=1.5,
               correct_positives=cp, share_columns=share, num_labels=L)
-    dense = assemble_batch(p_ptr, p_ids, **kw)
-    sparse = assemble_batch(p_ptr, p_ids, layout="sparse", **kw)
+    dense = assemble_batch_dense(p_ptr, p_ids, **kw)
+    sparse = assemble_batch(p_ptr, p_ids, **kw)
     s = torch.tensor(rng.normal(0, 3, (B, sparse.num_candidates)), dtype=torch.float32)
     s1 = s.clone().requires_grad_(True)
     l1 = sparse_candidate_loss(s1, sparse)
@@ -249,18 +237,6 @@ def test_sparse_loss_equals_dense_loss_values_and_gradients(cp, share):
     empty = np.diff(sparse.t_indptr) == 0  # rows without targets contribute no loss
     assert torch.all(per_row[torch.from_numpy(empty)] == 0)
     # no candidate at all (no positive, nothing sampled): zero loss, no NaN
-    none = assemble_batch([0, 0, 0], [], num_labels=5, layout="sparse")
+    none = assemble_batch([0, 0, 0], [], num_labels=5)
     assert none.num_candidates == 0
     assert sparse_candidate_loss(torch.zeros(2, 0), none, reduction="none").tolist() == [0, 0]
-
-
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(layout="csr"), "layout: expected one of 'dense', 'sparse', got 'csr'"),
-    (dict(layout="sparse", out=(np.zeros(4, np.float32), np.zeros(4, np.float32))),
-     "out: expected None with layout='sparse' (output buffers are for the dense layout), "
-     "got a tuple"),
-])
-def test_layout_bad_input_messages(kwargs, message):
-    with pytest.raises(ValueError) as e:
-        assemble_batch([0, 1], [1], num_labels=10, **kwargs)
-    assert str(e.value) == message

@@ -10,15 +10,11 @@ pytest.importorskip("faiss")
 from xmr.data.planted import planted_labels, planted_queries  # noqa: E402
 from xmr.index import exact_search  # noqa: E402
 from xmr.negatives.miner import HardNegativeMiner  # noqa: E402
-from xmr.utils.threads import omp_threads  # noqa: E402
 
 L, D, B = 2000, 16, 64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_faiss_thread():
-    with omp_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 @pytest.fixture(scope="module")

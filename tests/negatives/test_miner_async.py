@@ -16,10 +16,7 @@ from xmr.utils.threads import omp_threads  # noqa: E402
 L, D, B, STEPS = 1500, 16, 40, 14
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_faiss_thread():
-    with omp_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 @pytest.fixture(scope="module")

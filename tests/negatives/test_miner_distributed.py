@@ -4,13 +4,11 @@ batch — also with skip_top, sampling, uneven batches, a MIPS reduction whose r
 between the shards, and asynchronous refresh; bad input on one rank raises on both."""
 
 import os
-import socket
-import time
 
 import numpy as np
 import pytest
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from _helpers import run_ranks
 
 pytest.importorskip("faiss")
 
@@ -22,7 +20,6 @@ pytestmark = pytest.mark.distributed
 WORLD, L, D = 2, 1201, 16
 SPLIT = [23, 14]  # uneven batch sizes on purpose
 STEPS = 7
-TIMEOUT_S = 120
 
 
 def _problem():
@@ -64,55 +61,35 @@ def _mine_all(miner, Ws, Q, indptr, ids, rows, lo=0, hi=L):
     return out
 
 
-def _worker(rank, port, out_dir):
-    import torch
+def _worker(rank, out_dir):
+    from xmr.utils.threads import omp_threads
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=WORLD)
-    try:
-        torch.set_num_threads(1)
-        from xmr.utils.threads import omp_threads
-
-        Ws, Q, indptr, ids = _problem()
-        a = sum(SPLIT[:rank])
-        res = {}
-        with omp_threads(1):
-            for name, kw in CONFIGS.items():
-                m = HardNegativeMiner(L, seed=5, process_group=dist.group.WORLD, **kw)
-                res[name] = _mine_all(m, Ws, Q, indptr, ids, (a, a + SPLIT[rank]), m.lo, m.hi)
-                res[name + ":range"] = (m.lo, m.hi, m.index_.ntotal)
-            # bad input on rank 1 only: both ranks raise, neither hangs
-            m = HardNegativeMiner(L, k=5, factory="Flat", process_group=dist.group.WORLD)
-            m.refresh(Ws[0][m.lo:m.hi])
-            ip, pi = _local(indptr, ids, a, a + SPLIT[rank])
-            if rank == 1:
-                pi = pi.copy()
-                pi[0] = L
-            try:
-                m.mine(Q[a:a + SPLIT[rank]], ip, pi)
-                res["error"] = None
-            except ValueError as e:
-                res["error"] = str(e)
-        np.save(os.path.join(out_dir, f"rank{rank}.npy"), np.array(res, dtype=object),
-                allow_pickle=True)
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    Ws, Q, indptr, ids = _problem()
+    a = sum(SPLIT[:rank])
+    res = {}
+    with omp_threads(1):
+        for name, kw in CONFIGS.items():
+            m = HardNegativeMiner(L, seed=5, process_group=dist.group.WORLD, **kw)
+            res[name] = _mine_all(m, Ws, Q, indptr, ids, (a, a + SPLIT[rank]), m.lo, m.hi)
+            res[name + ":range"] = (m.lo, m.hi, m.index_.ntotal)
+        # bad input on rank 1 only: both ranks raise, neither hangs
+        m = HardNegativeMiner(L, k=5, factory="Flat", process_group=dist.group.WORLD)
+        m.refresh(Ws[0][m.lo:m.hi])
+        ip, pi = _local(indptr, ids, a, a + SPLIT[rank])
+        if rank == 1:
+            pi = pi.copy()
+            pi[0] = L
+        try:
+            m.mine(Q[a:a + SPLIT[rank]], ip, pi)
+            res["error"] = None
+        except ValueError as e:
+            res["error"] = str(e)
+    np.save(os.path.join(out_dir, f"rank{rank}.npy"), np.array(res, dtype=object),
+            allow_pickle=True)
 
 
 def test_two_ranks_mine_the_single_process_exact_shortlist(tmp_path):
-    ctx = mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + TIMEOUT_S
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for proc in ctx.processes:
-                proc.kill()
-            pytest.fail(f"distributed workers did not finish within {TIMEOUT_S} s")
+    run_ranks(_worker, str(tmp_path), world=WORLD, timeout_s=120)
     res = [np.load(tmp_path / f"rank{r}.npy", allow_pickle=True).item() for r in range(WORLD)]
     Ws, Q, indptr, ids = _problem()
     B = sum(SPLIT)

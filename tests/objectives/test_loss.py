@@ -96,7 +96,7 @@ def test_candidate_path_matches_a_dense_masked_reference(alpha):
     # rebuild the batch the objective saw, and the dense reference from it
     sampled = obj.sampler.sample(obj.num_random, np.random.default_rng([5, 3]), unique=False)
     batch = assemble_batch(pos[0], pos[1], teacher=teacher, sampled=sampled, alpha=alpha, tau_t=0.7,
-                           share_columns=False, num_labels=L, teacher_candidates=True)
+                           share_columns=False, num_labels=L, teacher_candidates=True).to_dense()
     cols = torch.from_numpy(batch.cand_ids)
     bias = torch.from_numpy(batch.logit_bias).double()
     in_A = torch.zeros(B, L, dtype=torch.bool)

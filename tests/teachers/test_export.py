@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
-from _own_data import planted_matrices  # noqa: E402
+from _helpers import planted_matrices
 
 from xmr.data.dataset import XMCDataset
 from xmr.teachers.export import export_teacher, fold_assignment

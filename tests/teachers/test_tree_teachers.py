@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from _helpers import planted_sparse
 
 from xmr.errors import MissingDependencyError
 from xmr.teachers.combine import combine_stores, store_probabilities
@@ -13,8 +14,6 @@ from xmr.teachers.report import teacher_report
 from xmr.teachers.store import TeacherStore, from_topk
 from xmr.teachers.trees import fit_tree_teacher, fold_assignment
 
-sys.path.insert(0, __import__("os").path.join(__import__("os").path.dirname(__file__), "..", "train"))
-from conftest import planted_sparse  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -129,10 +128,7 @@ def test_cli_combine(tmp_path, capsys):
 
 def test_cli_report_calibrate(tmp_path, capsys):
     """`xmr teacher report --calibrate` on a user's TSV folder prints the τ grid and the pick."""
-    import sys
-
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "data"))
-    from _own_data import tsv_folder
+    from _helpers import tsv_folder
 
     from xmr.cli.main import main
     from xmr.data.loaders import load_dataset

@@ -11,13 +11,9 @@ import xmr  # noqa: E402
 from xmr.index import LabelIndex  # noqa: E402
 from xmr.train.config import ModelConfig  # noqa: E402
 from xmr.models.xmr_model import XMRModel  # noqa: E402
-from xmr.utils.threads import omp_threads  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_faiss_thread():
-    with omp_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 def _model(label_bias=False, L=300):

@@ -1,19 +1,21 @@
 """Two gloo processes on 127.0.0.1 train exactly what one process trains with the doubled batch:
 model-parallel label table, data-parallel encoder (sparse input gradients averaged)."""
 
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from _helpers import planted_sparse, run_ranks
 
 from xmr.train.config import TrainConfig
 from xmr.train.loop import Trainer
 from xmr.utils.atomic import load_torch
 
 pytestmark = pytest.mark.distributed
+
+# far above their run time (tens of seconds on a busy 2-core machine): a hang fails, not blocks
+TIMEOUT_S = 600
 
 
 def _cfg(preset, batch):
@@ -32,15 +34,8 @@ def _cfg(preset, batch):
     return cfg
 
 
-
 def _planted():
-    import importlib.util
-    import pathlib
-
-    spec = importlib.util.spec_from_file_location("planted_conftest", pathlib.Path(__file__).with_name("conftest.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.planted_sparse(n=192, D=120, L=45, seed=4)  # 192 rows = 6 global batches of 32
+    return planted_sparse(n=192, D=120, L=45, seed=4)  # 192 rows = 6 global batches of 32
 
 
 def _store(out_dir):
@@ -68,22 +63,11 @@ def _cfg_for(preset, batch):
     return cfg
 
 
-def _worker(rank, world, port, preset, out):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        torch.set_num_threads(1)
-        X, Y = _planted()
-        teacher = _store(Path(out).parent) if preset == "double-distill" else None
-        Trainer(_cfg_for(preset, 16), X, Y, out_dir=out, progress=False, teacher=teacher,
-                process_group=dist.group.WORLD).fit()
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _worker(rank, preset, out):
+    X, Y = _planted()
+    teacher = _store(Path(out).parent) if preset == "double-distill" else None
+    Trainer(_cfg_for(preset, 16), X, Y, out_dir=out, progress=False, teacher=teacher,
+            process_group=dist.group.WORLD).fit()
 
 
 # "mined": each rank indexes its own label range and mines the *global* batch (sharded mining,
@@ -97,7 +81,7 @@ def _free_port():
 def test_two_ranks_train_the_same_model_as_one_process(tmp_path, preset):
     if preset == "double-distill":
         _store(tmp_path)  # written once, before the workers read it
-    mp.spawn(_worker, args=(2, _free_port(), preset, str(tmp_path / "dist")), nprocs=2, join=True)
+    run_ranks(_worker, preset, str(tmp_path / "dist"), world=2, timeout_s=TIMEOUT_S)
     X, Y = _planted()
     teacher = _store(tmp_path) if preset == "double-distill" else None
     single = Trainer(_cfg_for(preset, 32), X, Y, out_dir=tmp_path / "one", progress=False,
@@ -117,29 +101,24 @@ def test_two_ranks_train_the_same_model_as_one_process(tmp_path, preset):
     assert single.steps == 12
 
 
-def _resume_worker(rank, world, port, out):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        torch.set_num_threads(1)
-        X, Y = _planted()
-        cfg = _cfg_for("mined", 16)
-        cfg.miner.async_refresh = True
-        cfg.miner.swap_lag = 2
-        cfg.checkpoint_every = 4
-        g = dist.group.WORLD
-        Trainer(cfg, X, Y, out_dir=Path(out) / "full", progress=False, process_group=g).fit()
-        Trainer(cfg, X, Y, out_dir=Path(out) / "part", progress=False,
-                process_group=g).fit(stop_after_steps=6)  # checkpoint at 4; snapshot 3 pending
-        Trainer(cfg, X, Y, out_dir=Path(out) / "part", progress=False,
-                process_group=g).fit(resume=True)
-    finally:
-        dist.destroy_process_group()
+def _resume_worker(rank, out):
+    X, Y = _planted()
+    cfg = _cfg_for("mined", 16)
+    cfg.miner.async_refresh = True
+    cfg.miner.swap_lag = 2
+    cfg.checkpoint_every = 4
+    g = dist.group.WORLD
+    Trainer(cfg, X, Y, out_dir=Path(out) / "full", progress=False, process_group=g).fit()
+    Trainer(cfg, X, Y, out_dir=Path(out) / "part", progress=False,
+            process_group=g).fit(stop_after_steps=6)  # checkpoint at 4; snapshot 3 pending
+    Trainer(cfg, X, Y, out_dir=Path(out) / "part", progress=False,
+            process_group=g).fit(resume=True)
 
 
 def test_two_ranks_resume_a_sharded_async_mined_run_to_the_same_weights(tmp_path):
     """Each rank checkpoints its own shard's index (and the pending background build); the
     resumed 2-rank run reaches the uninterrupted one's weights bit for bit."""
-    mp.spawn(_resume_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_ranks(_resume_worker, str(tmp_path), world=2, timeout_s=TIMEOUT_S)
     import json
 
     for r in range(2):

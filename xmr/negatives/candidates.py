@@ -1,4 +1,4 @@
-"""Candidate assembly for a batch and the sampled-logit correction (DESIGN.md §5).
+"""Candidate assembly for a batch, with its sampled-logit correction (DESIGN.md §5).
 
 The training loop scores a batch on one **shared** candidate set: the union of every row's
 positives P, teacher top-K T, mined negatives H, and the batch's random negatives R. Then
@@ -8,47 +8,46 @@ positives P, teacher top-K T, mined negatives H, and the batch's random negative
 
 is the loss family of §5, with ``logit_bias = -b`` (sampled-logit offsets), masks on the cells a
 row must not see, and ``targets = (1 - alpha) * uniform(P) + alpha * q^t``. See
-:mod:`xmr.kernels.assembly` for the exact rules (priorities, duplicates, empty rows) and
-:mod:`xmr.kernels.correction` for the mask value and the copies-kept variant.
+:mod:`xmr.kernels.assembly` for the exact rules (priorities, duplicates collapsed into one column
+with ``+log count``, empty rows) and :data:`MASK_VALUE` for the mask.
 
-The same content also comes in a **sparse layout** (``assemble_batch(..., layout="sparse")`` →
-:class:`SparseCandidateBatch`), the one the training loss uses: a per-column bias ``col_bias``
+:func:`assemble_batch` builds that content in the **sparse layout**
+(:class:`SparseCandidateBatch`), the one the training loss uses: a per-column bias ``col_bias``
 plus the few row-specific exceptions (COO), and the targets as CSR over the columns. It never
-allocates a ``B x C`` array (the dense layout writes 2 x 32 MB at B = 1,024, C = 8,192) and
-densifies exactly to the dense layout (:meth:`SparseCandidateBatch.to_dense`)::
+allocates a ``B x C`` array (the dense arrays would be 2 x 32 MB at B = 1,024, C = 8,192);
+:meth:`SparseCandidateBatch.to_dense` rebuilds ``logit_bias`` and ``targets`` exactly
+(:class:`CandidateBatch`) for the reductions that autograd through them, and for tests::
 
     z = logits[:, cand_ids] / tau_s + col_bias          # then z[ex_rows, ex_cols] = s + ex_vals
     loss_r = LSE(z[r]) * sum(t_vals[r]) - sum_k t_vals[k] * z[r, t_cols[k]]
 
-Public API: :func:`assemble_batch` → :class:`CandidateBatch` or :class:`SparseCandidateBatch`;
-:func:`correct_logits` (in-place correction of a buffer whose columns may hold copies of sampled
-ids); :data:`MASK_VALUE`.
+Public API: :func:`assemble_batch` → :class:`SparseCandidateBatch`; :data:`MASK_VALUE`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple, Union
+from typing import Optional, Tuple
 
 import numpy as np
 
 from xmr.utils.validation import check_int
 
-__all__ = ["CandidateBatch", "SparseCandidateBatch", "assemble_batch", "correct_logits",
-           "MASK_VALUE", "LAYOUTS"]
+__all__ = ["CandidateBatch", "SparseCandidateBatch", "assemble_batch", "MASK_VALUE"]
 
-#: accepted values of ``assemble_batch(layout=...)``
-LAYOUTS = ("dense", "sparse")
-
-#: value of masked cells in ``logit_bias`` (finite: a fully masked row never yields NaN);
-#: the same constant as :data:`xmr.kernels.correction.MASK_VALUE`.
+#: value of masked cells in ``logit_bias``, **set** (not added): finite, so a fully masked row
+#: gives a finite log-sum-exp and no NaN; large enough that ``exp(s' - max) == 0`` in fp32 for any
+#: realistic logits (|s'| < 1e8), while sums of thousands of masked cells, or multiplying them by
+#: 1/tau up to 1e3, stay far from fp32 overflow (3.4e38); exactly representable in fp32. Add the
+#: bias to logits in fp32 (fp16 would turn it into -inf).
 MASK_VALUE = np.float32(-1e9)
 
 
 @dataclass
 class CandidateBatch:
-    """A batch's shared candidate set (C columns for B rows).
+    """A batch's shared candidate set (C columns for B rows) in the dense layout: what
+    :meth:`SparseCandidateBatch.to_dense` returns.
 
     cand_ids    i64[C]     label id of each column (first-appearance order: P, T, H, R)
     logit_bias  f32[B, C]  added to ``logits / tau_s``: ``-b`` and masks (:data:`MASK_VALUE`)
@@ -129,8 +128,8 @@ class SparseCandidateBatch:
         return out
 
     def to_dense(self) -> CandidateBatch:
-        """The same batch in the dense layout (``logit_bias``, ``targets`` f32[B, C]): exactly
-        what ``layout="dense"`` returns for the same inputs."""
+        """The same batch in the dense layout (``logit_bias``, ``targets`` f32[B, C], bit for
+        bit the arrays the rules of :mod:`xmr.kernels.assembly` define)."""
         from xmr.kernels.assembly import sparse_to_dense
 
         bias, targets = sparse_to_dense(self.num_rows, self.col_bias, self.ex_rows, self.ex_cols,
@@ -198,9 +197,9 @@ def assemble_batch(pos_indptr, pos_ids, *, teacher: Optional[Tuple] = None,
                    mined: Optional[Tuple] = None, sampled: Optional[Tuple] = None,
                    alpha: float = 0.0, tau_t: float = 1.0, correct_positives: bool = False,
                    share_columns: bool = True, teacher_candidates: bool = True,
-                   num_labels: int, out: Optional[Tuple[np.ndarray, np.ndarray]] = None,
-                   layout: str = "dense") -> Union[CandidateBatch, SparseCandidateBatch]:
-    """Build the shared candidate set of a batch, its logit bias and its targets.
+                   num_labels: int) -> SparseCandidateBatch:
+    """Build the shared candidate set of a batch, its logit bias and its targets (sparse layout;
+    ``.to_dense()`` for the ``B x C`` arrays).
 
     pos_indptr i64[B+1], pos_ids i64[nnz]: the positives of each row (CSR).
     teacher: ``(indptr i64[B+1], ids i64[k], logits f32[k])`` teacher top-K with raw logits.
@@ -216,22 +215,9 @@ def assemble_batch(pos_indptr, pos_ids, *, teacher: Optional[Tuple] = None,
     teacher_candidates: add the teacher ids to the candidates (T ⊂ A); if False they only
         set targets on columns that are candidates anyway.
     num_labels: L; every id must lie in [0, L).
-    out: optional pair of flat float32 buffers (each of at least B*C elements) to reuse across
-        batches: ``logit_bias`` and ``targets`` are then views into them, valid until the next
-        call (saves the first-touch cost of 2*B*C*4 fresh bytes per batch, the largest part of
-        the assembly time at B=1024, C=8192). Dense layout only.
-    layout: ``"dense"`` (:class:`CandidateBatch`, ``logit_bias``/``targets`` f32[B, C]) or
-        ``"sparse"`` (:class:`SparseCandidateBatch`: per-column bias + exceptions, CSR targets;
-        what :class:`~xmr.objectives.loss.UnifiedObjective` uses).
 
     Raises ValueError naming the argument, what was expected and what came.
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout: expected one of {', '.join(map(repr, LAYOUTS))}, got "
-                         f"{layout!r}")
-    if out is not None and layout != "dense":
-        raise ValueError(f"out: expected None with layout={layout!r} (output buffers are for the "
-                         f"dense layout), got a {type(out).__name__}")
     check_int("num_labels", num_labels, 1)
     if not (0.0 <= float(alpha) <= 1.0):
         raise ValueError(f"alpha: expected a value in [0, 1], got {alpha!r}")
@@ -267,72 +253,14 @@ def assemble_batch(pos_indptr, pos_ids, *, teacher: Optional[Tuple] = None,
         r_ids = _ids("sampled ids", sampled[0], num_labels)
         r_lec = _finite_float("sampled log_expected_count", sampled[1], r_ids.size, np.float64)
 
-    if layout == "sparse":
-        from xmr.kernels.assembly import assemble_candidates_sparse
+    from xmr.kernels.assembly import assemble_candidates_sparse
 
-        (cand, is_s, col_bias, ex_rows, ex_cols, ex_vals, tg_ptr, tg_cols, tg_vals, pos_cols,
-         _, _) = assemble_candidates_sparse(
-            B, pos_indptr, pos_ids, t_indptr, t_ids, t_logits, h_indptr, h_ids, r_ids, r_lec,
-            float(alpha), float(tau_t), bool(correct_positives), bool(share_columns),
-            bool(teacher_candidates), MASK_VALUE)
-        return SparseCandidateBatch(cand_ids=cand, col_bias=col_bias, ex_rows=ex_rows,
-                                    ex_cols=ex_cols, ex_vals=ex_vals, t_indptr=tg_ptr,
-                                    t_cols=tg_cols, t_vals=tg_vals, is_sampled=is_s,
-                                    pos_cols=pos_cols)
-
-    from xmr.kernels.assembly import assemble_candidates
-
-    cand, is_s, bias, targets, pos_cols, _, _ = assemble_candidates(
+    (cand, is_s, col_bias, ex_rows, ex_cols, ex_vals, tg_ptr, tg_cols, tg_vals, pos_cols,
+     _, _) = assemble_candidates_sparse(
         B, pos_indptr, pos_ids, t_indptr, t_ids, t_logits, h_indptr, h_ids, r_ids, r_lec,
         float(alpha), float(tau_t), bool(correct_positives), bool(share_columns),
-        bool(teacher_candidates), MASK_VALUE, out=out)
-    return CandidateBatch(cand_ids=cand, logit_bias=bias, targets=targets, is_sampled=is_s,
-                          pos_cols=pos_cols)
-
-
-def correct_logits(buf, cand_ids, log_expected_count, is_sampled, pos_indptr, pos_ids, *,
-                   correct_positives: bool = False):
-    """Apply the sampled-logit correction to ``buf`` in place and return it.
-
-    buf: f32[B, C] numpy array or CPU torch tensor (C-contiguous): logits or a bias buffer.
-    cand_ids i64[C] (copies of an id allowed), log_expected_count f[C] (offsets of the sampled
-    columns; ignored elsewhere), is_sampled bool[C], positives as CSR (pos_indptr i64[B+1],
-    pos_ids). Sampled columns get ``-log_expected_count``; every other copy of a row's positive
-    is masked (:data:`MASK_VALUE`); see :mod:`xmr.kernels.correction`.
-    """
-    arr = buf
-    if hasattr(buf, "detach") and hasattr(buf, "numpy"):  # a torch tensor: work on its memory
-        if buf.device.type != "cpu" or not buf.is_contiguous():
-            raise ValueError(f"buf: expected a contiguous CPU tensor, got device={buf.device}, "
-                             f"contiguous={buf.is_contiguous()}")
-        arr = buf.detach().numpy()
-    if not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.dtype != np.float32 \
-            or not arr.flags.c_contiguous or not arr.flags.writeable:
-        got = (f"{type(arr).__name__} dtype={getattr(arr, 'dtype', None)} "
-               f"shape={getattr(arr, 'shape', None)}")
-        raise ValueError(f"buf: expected a writable C-contiguous float32 array [B, C], got {got}")
-    B, C = arr.shape
-    cand_ids = np.ascontiguousarray(cand_ids)
-    if cand_ids.shape != (C,) or (cand_ids.size and not np.issubdtype(cand_ids.dtype, np.integer)):
-        raise ValueError(f"cand_ids: expected integer ids of shape ({C},), got {cand_ids.dtype} "
-                         f"{cand_ids.shape}")
-    cand_ids = cand_ids.astype(np.int64, copy=False)
-    is_sampled = np.ascontiguousarray(is_sampled)
-    if is_sampled.shape != (C,) or is_sampled.dtype != np.bool_:
-        raise ValueError(f"is_sampled: expected bool of shape ({C},), got {is_sampled.dtype} "
-                         f"{is_sampled.shape}")
-    off = np.asarray(log_expected_count)
-    if off.shape != (C,):
-        raise ValueError(f"log_expected_count: expected shape ({C},), got {off.shape}")
-    off = np.ascontiguousarray(off, dtype=np.float32)
-    if not np.all(np.isfinite(off[is_sampled])):
-        raise ValueError("log_expected_count: expected finite values on sampled columns, got "
-                         f"{off[is_sampled][~np.isfinite(off[is_sampled])][0]!r}")
-    pos_ids = np.ascontiguousarray(pos_ids, dtype=np.int64)
-    pos_indptr = _indptr("pos_indptr", pos_indptr, B, pos_ids.size)
-
-    from xmr.kernels.correction import correct_logits as _kernel
-
-    _kernel(arr, cand_ids, off, is_sampled, pos_indptr, pos_ids, bool(correct_positives),
-            MASK_VALUE)
-    return buf
+        bool(teacher_candidates), MASK_VALUE)
+    return SparseCandidateBatch(cand_ids=cand, col_bias=col_bias, ex_rows=ex_rows,
+                                ex_cols=ex_cols, ex_vals=ex_vals, t_indptr=tg_ptr,
+                                t_cols=tg_cols, t_vals=tg_vals, is_sampled=is_s,
+                                pos_cols=pos_cols)

@@ -1,4 +1,4 @@
-"""Negative samplers with exact expected counts, and the in-batch frequency estimator.
+"""Negative samplers with exact expected counts.
 
 A sampler draws ``m`` label ids from a proposal ``q`` over ``[0, L)`` and returns, for every
 draw, ``log E[count_j]`` — the offset ``b_j`` of the sampled-logit correction (DESIGN.md §5):
@@ -15,9 +15,6 @@ with :func:`make_sampler`.
 
 Randomness: each call takes a ``numpy.random.Generator`` (or an int seed); a 32-bit seed is drawn
 from it for the Numba kernel, so a run is reproducible from its generator's seed.
-
-:class:`InBatchFrequency` is the streaming estimator of Yi et al. 2019 (see
-:mod:`xmr.kernels.freq`) for the correction of in-batch negatives.
 """
 
 from __future__ import annotations
@@ -34,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "Sampler", "UniformSampler", "LogUniformSampler", "UnigramSampler", "make_sampler",
-    "SAMPLERS", "InBatchFrequency", "log_expected_count",
+    "SAMPLERS", "log_expected_count",
 ]
 
 RngLike = Union[np.random.Generator, int, None]
@@ -207,49 +204,3 @@ def make_sampler(name: str, num_labels: Optional[int] = None, *, counts=None,
             raise ValueError(f"num_labels: expected len(counts)={len(counts)}, got {num_labels}")
         return UnigramSampler(counts, beta)
     return SAMPLERS[name](num_labels)
-
-
-class InBatchFrequency:
-    """Streaming estimate of how often each id occurs in a batch (Yi et al. 2019, Alg. 2).
-
-    Parameters: ``num_buckets`` (hash buckets, a few times the number of distinct ids) and
-    ``alpha`` (learning rate of the moving average of gaps; Yi et al. use 0.01).
-    Call :meth:`update` once per training batch with the batch's ids, then
-    :meth:`probability` / :meth:`log_probability` for the correction ``b = log p`` of in-batch
-    negatives. Fitted state: ``last_step_`` (A), ``gap_`` (B), ``step_``.
-    """
-
-    def __init__(self, num_buckets: int = 1 << 20, alpha: float = 0.01):
-        self.num_buckets = check_int("num_buckets", num_buckets, 1)
-        if not (0.0 < alpha <= 1.0):
-            raise ValueError(f"alpha: expected a value in (0, 1], got {alpha!r}")
-        self.alpha = float(alpha)
-        self.last_step_ = np.zeros(self.num_buckets, dtype=np.int64)
-        self.gap_ = np.zeros(self.num_buckets, dtype=np.float64)
-        self.step_ = 0
-
-    @staticmethod
-    def _ids(ids) -> np.ndarray:
-        ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
-        if ids.size and ids.min() < 0:
-            raise ValueError(f"ids: expected non-negative ids, got {int(ids.min())}")
-        return ids
-
-    def update(self, ids) -> "InBatchFrequency":
-        """Record the ids of one batch (the next step)."""
-        from xmr.kernels.freq import freq_update
-
-        self.step_ += 1
-        freq_update(self.last_step_, self.gap_, self._ids(ids), self.step_, self.alpha)
-        return self
-
-    def probability(self, ids) -> np.ndarray:
-        """Estimated probability f64[n] that each id occurs in a batch (0: never seen)."""
-        from xmr.kernels.freq import freq_estimate
-
-        return freq_estimate(self.last_step_, self.gap_, self._ids(ids))
-
-    def log_probability(self, ids) -> np.ndarray:
-        """``log p`` (the logit offset of in-batch negatives); ``-inf`` for unseen ids."""
-        with np.errstate(divide="ignore"):
-            return np.log(self.probability(ids))

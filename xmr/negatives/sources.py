@@ -243,7 +243,6 @@ class CandidateSources:
             correct_positives=cfg.correct_positives, share_columns=cfg.share_columns,
             num_labels=self.num_labels,
             teacher_candidates=bool(cfg.teacher_negatives),
-            layout="sparse",
         )
         targets = None
         if cfg.reduction == "ova":

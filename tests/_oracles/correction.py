@@ -1,4 +1,9 @@
-"""Sampled-logit correction over a shared candidate set: offsets, accidental hits, duplicates.
+"""Oracle: the sampled-logit correction with copies of sampled ids kept as separate columns.
+
+Only the tests use it (moved here from ``xmr.kernels.correction`` and
+``xmr.negatives.candidates.correct_logits``, issue 9): the library collapses the copies of an id
+into one column (:mod:`xmr.kernels.assembly`), and the tests hold the two conventions to the
+same loss and gradient (``tests/negatives/test_candidates.py``).
 
 The loss family of DESIGN.md §5 scores a batch on one shared candidate set (columns) and uses
 corrected logits ``s'_j = s_j / tau_s - b_j``. This kernel applies ``-b_j`` to a buffer of shape
@@ -10,21 +15,14 @@ convention):
 - a *sampled* column j gets ``-b_j`` with ``b_j = log E[count_j]`` (``log(m q_j)`` for m draws
   with replacement; one copy per draw, each with the same offset);
 - *accidental hits*: for each positive p of row r, every column holding id p is set to
-  :data:`MASK_VALUE` except the row's **positive column**, which is the lowest-index
+  ``MASK_VALUE`` except the row's **positive column**, which is the lowest-index
   deterministic (non-sampled) column with id p, or, if p only occurs among the sampled columns,
   the lowest-index sampled copy;
 - the positive column keeps its value, unless ``correct_positives`` is set *and* the positive
   column is a sampled one, in which case it gets its offset like any sampled column.
 
-Masked cells are **set** (not added) to ``MASK_VALUE = -1e9``: finite, so a fully masked row
-gives a finite log-sum-exp and no NaN; large enough that ``exp(s'_masked - max) == 0`` in fp32 for
-any realistic logits (|s'| < 1e8), while sums of thousands of masked cells, or multiplying them
-by 1/tau up to 1e3, stay far from fp32 overflow (3.4e38). It is exactly representable in fp32.
-Add the bias to logits in fp32 (fp16 would turn it into -inf).
-
-The collapsed variant (one column per distinct id, multiplicity entering the logit as
-``+log count_j``) is built by :mod:`xmr.kernels.assembly`; both give the same loss, which the
-tests check.
+Masked cells are **set** (not added) to ``MASK_VALUE``, the library's
+:data:`xmr.negatives.candidates.MASK_VALUE` (-1e9; its comment says why).
 """
 
 from __future__ import annotations
@@ -32,9 +30,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["MASK_VALUE", "correct_logits", "correct_logits_ref"]
+from xmr.negatives.candidates import MASK_VALUE
 
-MASK_VALUE = np.float32(-1e9)
+__all__ = ["MASK_VALUE", "correct_logits", "correct_logits_ref"]
 
 
 @njit(cache=True)
