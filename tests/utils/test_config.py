@@ -179,11 +179,13 @@ def test_parse_assignment_values_are_json_else_strings():
 # ---- every config of xmr is one ---------------------------------------------------------------
 
 def _configs():
+    from xmr.index.config import IndexConfig
     from xmr.models.config import ModelConfig
     from xmr.objectives.config import LossConfig
     from xmr.train.config import DataConfig, MinerConfig, OptimConfig, TrainConfig
 
-    return [TrainConfig, DataConfig, MinerConfig, OptimConfig, LossConfig, ModelConfig]
+    return [TrainConfig, DataConfig, MinerConfig, OptimConfig, LossConfig, ModelConfig,
+            IndexConfig]
 
 
 @pytest.mark.parametrize("cls", _configs(), ids=lambda c: c.__name__)
@@ -193,3 +195,17 @@ def test_every_config_is_a_config_base_and_round_trips(cls):
     assert cls.from_dict(json.loads(c.to_json())) == c
     assert _err(cls.from_dict, {"bogus": 1}).startswith(
         "unknown config key(s) ['bogus']; valid keys: ")
+
+
+def test_index_config_maps_onto_label_index_build():
+    from xmr.index.config import IndexConfig
+
+    c = IndexConfig().with_overrides(["factory=IVF{nlist},Flat", "nlist=8", "nprobe=3",
+                                      "use_gpu=false"])
+    assert c.faiss_params() == {"nlist": 8, "nprobe": 3}
+    assert c.build_kwargs() == {"factory": "IVF{nlist},Flat", "metric": "ip", "mips": None,
+                                "shards": 1, "use_gpu": False, "seed": 0, "nlist": 8,
+                                "nprobe": 3}
+    assert _err(c.with_overrides, ["use_gpu=yes"]) == (
+        "use_gpu: expected one of auto, True, False, got 'yes'")
+    assert _err(c.with_overrides, ["metric=cos"]) == "metric: expected one of ip, l2, got 'cos'"
