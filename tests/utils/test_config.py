@@ -179,13 +179,14 @@ def test_parse_assignment_values_are_json_else_strings():
 # ---- every config of xmr is one ---------------------------------------------------------------
 
 def _configs():
+    from xmr.demo import DemoSettings
     from xmr.index.config import IndexConfig
     from xmr.models.config import ModelConfig
     from xmr.objectives.config import LossConfig
     from xmr.train.config import DataConfig, MinerConfig, OptimConfig, TrainConfig
 
     return [TrainConfig, DataConfig, MinerConfig, OptimConfig, LossConfig, ModelConfig,
-            IndexConfig]
+            DemoSettings, IndexConfig]
 
 
 @pytest.mark.parametrize("cls", _configs(), ids=lambda c: c.__name__)
@@ -209,3 +210,26 @@ def test_index_config_maps_onto_label_index_build():
     assert _err(c.with_overrides, ["use_gpu=yes"]) == (
         "use_gpu: expected one of auto, True, False, got 'yes'")
     assert _err(c.with_overrides, ["metric=cos"]) == "metric: expected one of ip, l2, got 'cos'"
+
+
+def test_demo_settings_from_the_command_line():
+    from xmr.cli.cmd_demo import settings_from_args
+    from xmr.cli.main import build_parser
+    from xmr.demo import DemoSettings
+
+    def parse(*argv):
+        return settings_from_args(build_parser().parse_args(["demo", *argv]))
+
+    assert parse() == DemoSettings()
+    s = parse("--quick", "--presets", "softmax, distill", "--epochs", "2", "--set",
+              "batch_size=64", "--set", "tau_t=0.5")
+    assert s == DemoSettings.quick().with_overrides(
+        ['presets=["softmax", "distill"]', "student_epochs=2", "batch_size=64", "tau_t=0.5"])
+    assert s.presets == ("softmax", "distill") and s.batch_size == 64
+    assert s.to_dict()["presets"] == ["softmax", "distill"]  # the results JSON's settings
+    assert _err(parse, "--presets", "softmax,bogus") == (
+        "presets[1]: expected one of softmax, sampled, mined, distill, teacher-negatives, "
+        "double-distill, got 'bogus'")
+    assert _err(parse, "--epochs", "0") == "student_epochs: expected an integer >= 1, got 0"
+    assert _err(parse, "--set", "teacher=forest") == (
+        "teacher: expected one of auto, tree, neural, got 'forest'")
