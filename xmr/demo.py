@@ -22,7 +22,10 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
+
+from xmr.utils.config import ConfigBase
+from xmr.utils.validation import check_choice, check_int, check_number
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,9 @@ _PEERS_RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "result
 
 
 @dataclass
-class DemoSettings:
+class DemoSettings(ConfigBase):
+    """What ``xmr demo`` runs (its flags and ``--set KEY=VALUE`` set these fields)."""
+
     student_dim: int = 96
     student_epochs: int = 6  #: at most; early stopping on 5 % of the training points may end sooner
     teacher: str = "auto"  #: "tree" (omikuji), "neural" (the student recipe), "auto": tree if installed
@@ -42,10 +47,25 @@ class DemoSettings:
     #: out-of-fold training points (lowest ECE, :func:`xmr.teachers.report.calibrate_temperature`)
     tau_t: Optional[float] = None
     batch_size: int = 256
-    presets: tuple = STUDENT_PRESETS
+    presets: Tuple[str, ...] = STUDENT_PRESETS  #: one student per loss preset, in this order
     baselines_only: bool = False
     seed: int = 0
     threads: int = 0  #: torch and tree threads (0: torch's default; the trees then use 2)
+
+    def validate(self, prefix: str = "") -> "DemoSettings":
+        from xmr.objectives.config import PRESETS
+
+        for name in ("student_dim", "student_epochs", "teacher_dim", "teacher_k", "teacher_folds",
+                     "batch_size"):
+            check_int(prefix + name, getattr(self, name), 1)
+        check_choice(prefix + "teacher", self.teacher, ("auto", "tree", "neural"))
+        if self.tau_t is not None:
+            check_number(prefix + "tau_t", self.tau_t, 0.0, lo_open=True)
+        for i, p in enumerate(self.presets):
+            check_choice(f"{prefix}presets[{i}]", p, tuple(PRESETS))
+        check_int(prefix + "seed", self.seed, 0)
+        check_int(prefix + "threads", self.threads, 0)
+        return self
 
     @classmethod
     def quick(cls) -> "DemoSettings":
@@ -84,6 +104,7 @@ def _row(name: str, metrics: Dict[str, float], train_s: Optional[float], ms_q: O
 
 def run_demo(settings: DemoSettings, workdir: Optional[Path] = None, progress: bool = True) -> Dict:
     """Run the demo; returns ``{"dataset": stats, "rows": [...], "settings": ...}``."""
+    settings.validate()  # a bad value fails here, before any data is loaded
     import torch
 
     from xmr.data.debian import load_debian_deps
@@ -164,8 +185,8 @@ def run_demo(settings: DemoSettings, workdir: Optional[Path] = None, progress: b
                 store = export_teacher(tcfg, ds, k=K, folds=folds, seed=settings.seed,
                                        workdir=None, progress=progress).store
             t_name = f"teacher (xmr softmax d={settings.teacher_dim}, {folds}-fold)"
-        else:
-            raise ValueError(f"teacher: expected auto, tree or neural, got {settings.teacher!r}")
+        else:  # validate() admits auto, tree and neural only
+            raise AssertionError(kind)
         teacher_s = time.perf_counter() - t0
         from xmr.teachers.report import teacher_report
 
@@ -201,7 +222,7 @@ def run_demo(settings: DemoSettings, workdir: Optional[Path] = None, progress: b
         "machine": _machine(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "dataset": stats,
-        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(settings).items()},
+        "settings": settings.to_dict(),
         "rows": rows,
         "total_seconds": time.perf_counter() - t_all,
     }

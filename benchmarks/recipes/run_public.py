@@ -3,24 +3,28 @@
     python -m benchmarks.recipes.run_public NAME [--root DIR] [--out runs/NAME] [--folds K]
                                             [--set key=value ...] [--skip-teacher]
 
-Stages (each through xmr's own CLI entry point, ``xmr.cli.main.main``):
+Stages (each through the library's entry points, the ones ``xmr train`` and ``xmr teacher
+export`` call; the dataset is loaded once and shared by the stages):
 
-1. ``xmr train --config benchmarks/recipes/configs/NAME/teacher.json`` → ``OUT/teacher/model``: the
-   larger teacher (exact ``softmax``, or ``sampled`` where a full softmax is too slow; see
-   ``benchmarks/recipes/configs/README.md``);
-2. ``xmr teacher export --dataset NAME --folds F --config benchmarks/recipes/configs/NAME/teacher.json
-   -k K`` → ``OUT/teacher_store``: the **cross-fitted** teacher — F teachers of the same config,
-   each trained on the training points outside its fold, export the top-K labels and raw
-   logits of the points in it (``xmr.teachers.export.export_teacher``), so that no training
-   point is scored by a model that saw it; F = ``--folds`` (default 5), K the student's
-   ``loss.teacher_k``. The full-data teacher of stage 1 is the one scored on the test set;
-3. ``xmr train --config benchmarks/recipes/configs/NAME/student.json --set teacher=OUT/teacher_store``
-   → ``OUT/student/model``: the smaller ``double-distill`` student (Menon et al. 2020, §5:
-   the teacher's probabilities as soft targets and its top labels as negatives);
-4. both models are evaluated on the test set — P@k, nDCG@k, PSP@k, PSnDCG@k at k = 1, 3, 5,
-   with the registry's propensity constants (A, B) and, for the LF datasets, the reciprocal
-   ``filter_labels_test.txt`` pairs removed before scoring — and ``OUT/results.json`` is
-   written (atomically).
+1. :func:`xmr.train.run.run_training` with ``benchmarks/recipes/configs/NAME/teacher.json`` →
+   ``OUT/teacher/model``: the larger teacher (exact ``softmax``, or ``sampled`` where a full
+   softmax is too slow; see ``benchmarks/recipes/configs/README.md``);
+2. :func:`xmr.teachers.export.export_teacher` with the same config, ``folds=F``, ``k=K`` →
+   ``OUT/teacher_store``: the **cross-fitted** teacher — F teachers of the same config, each
+   trained on the training points outside its fold, export the top-K labels and raw logits of
+   the points in it, so that no training point is scored by a model that saw it; F =
+   ``--folds`` (default 5), K the student's ``loss.teacher_k``. The full-data teacher of stage 1
+   is the one scored on the test set;
+3. :func:`~xmr.train.run.run_training` with ``benchmarks/recipes/configs/NAME/student.json`` and
+   ``teacher=OUT/teacher_store`` → ``OUT/student/model``: the smaller ``double-distill`` student
+   (Menon et al. 2020, §5: the teacher's probabilities as soft targets and its top labels as
+   negatives);
+4. both models are evaluated on the test set by :func:`xmr.eval.evaluate_model` (the test
+   metrics that ``run_training`` returns; a reused teacher is loaded and evaluated) — P@k,
+   nDCG@k, PSP@k, PSnDCG@k at k = 1, 3, 5, with the registry's propensity constants (A, B) and,
+   for the LF datasets, the reciprocal ``filter_labels_test.txt`` pairs removed before scoring —
+   and ``OUT/results.json`` is written (atomically). Training seconds, samples/s and the mining
+   share are read from ``run_training``'s summary.
 
 ``--set key=value`` overrides apply to both configs (``--teacher-set`` / ``--student-set`` to
 one of them); ``data.dataset`` and ``data.root`` are always set from NAME and ``--root``.
@@ -32,13 +36,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -49,7 +52,7 @@ log = logging.getLogger("run_public")
 
 
 class RecipeError(RuntimeError):
-    """A stage of the recipe failed (the message names the stage and the command)."""
+    """A stage of the recipe failed (the message names the stage and the cause)."""
 
 
 def config_paths(name: str) -> dict:
@@ -60,36 +63,17 @@ def config_paths(name: str) -> dict:
     return {role: CONFIGS / canon / f"{role}.json" for role in ("teacher", "student")}
 
 
-def _xmr(argv: Sequence[str], stage: str) -> str:
-    """Run ``xmr ARGV`` in this process; return what it printed on stdout.
+@contextlib.contextmanager
+def _stage(stage: str):
+    """A user error of a stage (bad config, data, teacher store) as :class:`RecipeError`
+    naming the stage."""
+    from xmr.errors import XMRError
 
-    A non-zero exit status (a user error that ``xmr`` reported on stderr) becomes
-    :class:`RecipeError` naming the stage and the command line.
-    """
-    from xmr.cli.main import main
-
-    buf = io.StringIO()
-    log.info("%s: xmr %s", stage, " ".join(argv))
-    with contextlib.redirect_stdout(buf):
-        rc = main(list(argv))
-    out = buf.getvalue()
-    if out:
-        log.info("%s output:\n%s", stage, out.rstrip())
-    if rc != 0:
-        raise RecipeError(f"{stage} failed (exit status {rc}): xmr {' '.join(argv)}")
-    return out
-
-
-def _train_argv(config: Path, name: str, root: Optional[str], out: Path,
-                overrides: Sequence[str], progress: bool) -> List[str]:
-    argv = ["train", "--config", str(config), "--set", f"data.dataset={name}", "--out", str(out)]
-    if root is not None:
-        argv += ["--set", f"data.root={root}"]
-    for o in overrides:
-        argv += ["--set", o]
-    if not progress:
-        argv.append("--no-progress")
-    return argv
+    log.info("%s", stage)
+    try:
+        yield
+    except (XMRError, ValueError, OSError) as exc:
+        raise RecipeError(f"{stage} failed: {exc}") from exc
 
 
 def _resolved_config(config: Path, overrides: Sequence[str]):
@@ -98,14 +82,10 @@ def _resolved_config(config: Path, overrides: Sequence[str]):
     return TrainConfig.from_json(config).with_overrides(list(overrides))
 
 
-def _train_summary(stdout: str) -> dict:
-    """The JSON summary ``xmr train`` prints last (train time, samples/s, mining share)."""
-    start = stdout.find("{")
-    try:
-        s = json.loads(stdout[start:]) if start >= 0 else {}
-    except ValueError:
-        return {}
-    return {k: s[k] for k in ("train_seconds", "samples_per_second", "mining_share") if k in s}
+def _train_summary(summary: dict) -> dict:
+    """Train time, samples/s and mining share from :func:`run_training`'s summary."""
+    return {k: summary[k] for k in ("train_seconds", "samples_per_second", "mining_share")
+            if k in summary}
 
 
 def evaluate_model(model_dir: Path, ds, inv_prop) -> dict:
@@ -128,7 +108,6 @@ def run(name: str, root: Optional[str] = None, out: Optional[str] = None,
     from benchmarks._common import git_commit, machine_info
     from xmr.data.prepare import NotPreparedError, dataset_dir, is_prepared
     from xmr.data.registry import get_dataset
-    from xmr.eval.propensity import inverse_propensity
     from xmr.utils.atomic import atomic_open
 
     info = get_dataset(name)
@@ -145,14 +124,30 @@ def run(name: str, root: Optional[str] = None, out: Optional[str] = None,
     out_dir = Path(out if out is not None else f"runs/{name}").resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     cfgs = config_paths(name)
+    data_over = [f"data.dataset={name}"] + ([f"data.root={root}"] if root is not None else [])
     t_over = [*overrides, *teacher_overrides]
     store = out_dir / "teacher_store"
     s_over = [*overrides, *student_overrides, f"teacher={store}"]
-    t_cfg = _resolved_config(cfgs["teacher"], t_over)
-    s_cfg = _resolved_config(cfgs["student"], s_over)
+    t_cfg = _resolved_config(cfgs["teacher"], [*data_over, *t_over])
+    s_cfg = _resolved_config(cfgs["student"], [*data_over, *s_over])
     teacher_k = s_cfg.loss.resolved().teacher_k
     stages = {}
 
+    from xmr.data.loaders import load_from_config
+    from xmr.teachers.export import export_teacher
+    from xmr.train.run import run_training
+
+    loaded = {}
+
+    def data_of(cfg):
+        """The dataset of ``cfg.data``, loaded once per distinct data section (as ``xmr
+        train`` loads it: :func:`~xmr.data.loaders.load_from_config`)."""
+        key = json.dumps(cfg.data.to_dict(), sort_keys=True)
+        if key not in loaded:
+            loaded[key] = load_from_config(cfg.data)
+        return loaded[key]
+
+    test = {}
     # 1. teacher
     t_model = out_dir / "teacher" / "model"
     if skip_teacher:
@@ -162,9 +157,13 @@ def run(name: str, root: Optional[str] = None, out: Optional[str] = None,
         stages["teacher_train"] = {"skipped": True}
     else:
         t0 = time.perf_counter()
-        stdout = _xmr(_train_argv(cfgs["teacher"], name, root, out_dir / "teacher", t_over,
-                                  progress), "teacher training")
-        stages["teacher_train"] = {"wall_s": time.perf_counter() - t0, **_train_summary(stdout)}
+        with _stage("teacher training"):
+            res = run_training(t_cfg, out_dir / "teacher", dataset=data_of(t_cfg),
+                               progress=progress, test_eval=True, ks=KS)
+        stages["teacher_train"] = {"wall_s": time.perf_counter() - t0,
+                                   **_train_summary(res.summary)}
+        test["teacher"] = res.summary["test"]
+        del res
 
     # 2. cross-fitted teacher: out-of-fold top-K on the training set
     reuse = False
@@ -176,32 +175,32 @@ def run(name: str, root: Optional[str] = None, out: Optional[str] = None,
         stages["teacher_export"] = {"skipped": True}
     else:
         t0 = time.perf_counter()
-        argv = ["teacher", "export", "--dataset", name, "--folds", str(folds), "--config",
-                str(cfgs["teacher"]), "-k", str(teacher_k), "--out", str(store)]
-        if root is not None:
-            argv += ["--root", root]
-        for o in t_over:
-            argv += ["--set", o]
-        if not progress:
-            argv.append("--no-progress")
-        _xmr(argv, "teacher export")
+        with _stage("teacher export"):
+            export_teacher(t_cfg, data_of(t_cfg), k=teacher_k, folds=folds, out=store,
+                           progress=progress)
         stages["teacher_export"] = {"wall_s": time.perf_counter() - t0, "k": teacher_k,
                                     "folds": folds, "out_of_fold": True}
 
     # 3. student
     t0 = time.perf_counter()
-    stdout = _xmr(_train_argv(cfgs["student"], name, root, out_dir / "student", s_over,
-                              progress), "student training")
-    stages["student_train"] = {"wall_s": time.perf_counter() - t0, **_train_summary(stdout)}
+    with _stage("student training"):
+        res = run_training(s_cfg, out_dir / "student", dataset=data_of(s_cfg),
+                           progress=progress, test_eval=True, ks=KS)
+    stages["student_train"] = {"wall_s": time.perf_counter() - t0, **_train_summary(res.summary)}
+    test["student"] = res.summary["test"]
+    del res
 
-    # 4. test-set evaluation of both
-    from xmr.data.loaders import load_dataset
+    # 4. test-set evaluation: run_training's; a reused teacher is evaluated here
+    ds = data_of(s_cfg)
+    if "teacher" not in test:
+        from xmr.eval.propensity import inverse_propensity
 
-    ds = load_dataset(name, root)
-    inv = inverse_propensity(ds.Y_trn, A=ds.prop_a, B=ds.prop_b)
+        t_ds = data_of(t_cfg)
+        inv = inverse_propensity(t_ds.Y_trn, A=t_ds.prop_a, B=t_ds.prop_b)
+        with _stage("teacher evaluation"):
+            test["teacher"] = evaluate_model(t_model, t_ds, inv)
+    test = {"teacher": test["teacher"], "student": test["student"]}
     n_filter = 0 if ds.filter_pairs is None else int(len(ds.filter_pairs))
-    test = {"teacher": evaluate_model(t_model, ds, inv),
-            "student": evaluate_model(out_dir / "student" / "model", ds, inv)}
 
     results = {
         "dataset": name,
@@ -255,7 +254,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--skip-teacher", action="store_true",
                     help="reuse OUT/teacher/model instead of training the teacher")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
-    ap.add_argument("-v", "--verbose", action="store_true", help="log each stage's command")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log each stage")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")

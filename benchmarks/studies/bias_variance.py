@@ -144,8 +144,20 @@ def _fit_student(X, T, Xv, yv, lambdas: Sequence[float], max_iter: int):
     log-loss along a warm-started path from strong to weak regularisation.
 
     Loss: F.cross_entropy(logits, T) + λ/2 (‖W‖² + ‖c‖²). With probability targets this is
-    xmr's ``distill`` preset with A = all labels (DESIGN.md §5); when xmr.objectives lands,
-    switch this line to the unified loss (preset "distill", α = 1 or 0 for one-hot).
+    the loss of xmr's ``distill`` preset with A = all labels (DESIGN.md §5; α = 1, or 0 for
+    one-hot targets).
+
+    Why this study keeps its own fitting loop instead of :class:`xmr.train.step.TrainStep` (the
+    one step every other benchmark drives): the student is fitted full-batch to the
+    regularised optimum by L-BFGS with a strong-Wolfe line search, which evaluates the loss and
+    gradient several times per step through a closure. TrainStep is one forward, one backward
+    and one first-order optimizer step per minibatch (the trainer's Adam on the encoder and
+    row-wise Adagrad on the label table); it has no closure to re-evaluate and no full-batch
+    second-order optimizer. The student as an ``XMRModel`` (``ModelConfig(encoder="dense",
+    hidden=[])``) would also change the model: φ(x) = Ax + b followed by the table W, whose L2
+    penalty on (A, W) is not the penalty on the linear map WA, and a fixed epoch budget instead
+    of convergence. Either changes the committed figures (``benchmarks/results/
+    bias_variance.json``), which measure a converged convex fit; so the loop stays here.
     """
     import torch
     import torch.nn.functional as F
@@ -163,7 +175,7 @@ def _fit_student(X, T, Xv, yv, lambdas: Sequence[float], max_iter: int):
 
         def closure():
             opt.zero_grad()
-            loss = F.cross_entropy(Xt @ W.T + c, Tt)  # TODO(objectives): unified loss, distill
+            loss = F.cross_entropy(Xt @ W.T + c, Tt)  # distill loss over all labels, targets T
             loss = loss + 0.5 * lam * (W.square().sum() + c.square().sum())
             loss.backward()
             return loss

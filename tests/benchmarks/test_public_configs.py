@@ -180,6 +180,21 @@ def test_skip_teacher_reuses_the_teacher_and_its_store(root, tmp_path):
     assert (out / "teacher_store" / "ids.npy").read_bytes() == ids
 
 
+def test_a_failing_stage_is_named(root, tmp_path, capsys):
+    """The stages call the library (run_training, export_teacher): a user error in one is a
+    one-line error naming the stage, and a bad --set is refused before any stage runs."""
+    args = ["EURLex-4K", "--root", str(root), "--out", str(tmp_path / "run"), "--no-progress",
+            *FOLDS, *[a for o in SHRINK for a in ("--set", o)]]
+    assert run_public.main(args + ["--teacher-set", "loss.preset=distill"]) == 1
+    assert capsys.readouterr().err == (
+        "run_public: error: teacher training failed: loss preset 'distill' needs a teacher "
+        "store (set `teacher` to a folder written by `xmr teacher export`)\n")
+    assert run_public.main(args + ["--set", "optim.epochz=1"]) == 1
+    assert capsys.readouterr().err.startswith(
+        "run_public: error: unknown config key 'optim.epochz'; valid keys here: ")
+    assert not (tmp_path / "run" / "teacher").exists()
+
+
 def test_one_fold_is_refused(capsys):
     assert run_public.main(["EURLex-4K", "--folds", "1"]) == 1
     assert capsys.readouterr().err == ("run_public: error: --folds: expected an integer >= 2 "

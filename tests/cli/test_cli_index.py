@@ -82,7 +82,27 @@ def test_errors_are_one_line(files, capsys):
                                        f"file of label embeddings [L, d], got no such file\n")
     assert main(["index", "build", "--embeddings", str(tmp / "labels.npy"), "--out",
                  str(tmp / "x"), "--set", "nprobe"]) == 1
-    assert capsys.readouterr().err == "xmr index: error: --set: expected NAME=VALUE, got 'nprobe'\n"
+    assert capsys.readouterr().err == "xmr index: error: --set: expected key=value, got 'nprobe'\n"
+    # --set fills an IndexConfig: unknown names and wrong types are refused before any build
+    assert main(["index", "build", "--embeddings", str(tmp / "labels.npy"), "--out",
+                 str(tmp / "x"), "--set", "nprob=9"]) == 1
+    assert capsys.readouterr().err == (
+        "xmr index: error: unknown config key 'nprob'; valid keys here: ['efConstruction', "
+        "'efSearch', 'factory', 'ht', 'k_factor', 'max_codes', 'metric', 'mips', 'nlist', "
+        "'nprobe', 'seed', 'shards', 'train_points_per_list', 'use_gpu']\n")
+    assert main(["index", "build", "--embeddings", str(tmp / "labels.npy"), "--out",
+                 str(tmp / "x"), "--set", "efSearch=wide"]) == 1
+    assert capsys.readouterr().err == ("xmr index: error: config key 'efSearch': expected an "
+                                       "integer, got 'wide'\n")
+    assert main(["index", "build", "--embeddings", str(tmp / "labels.npy"), "--out",
+                 str(tmp / "x"), "--set", "nprobe=0"]) == 1
+    assert capsys.readouterr().err == ("xmr index: error: nprobe: expected an integer >= 1 or "
+                                       "None, got 0\n")
+    assert main(["index", "search", "--index", str(tmp / "idx"), "--queries", str(tmp / "q.npy"),
+                 "--set", "factory=Flat"]) == 1
+    assert capsys.readouterr().err == (
+        "xmr index: error: --set: expected a search parameter (nprobe, efSearch, ht, k_factor, "
+        "max_codes), got 'factory', an option of `xmr index build`\n")
     np.save(tmp / "vec.npy", np.zeros(5, np.float32))
     assert main(["index", "build", "--embeddings", str(tmp / "vec.npy"), "--out",
                  str(tmp / "x")]) == 1

@@ -90,7 +90,7 @@ def test_override_errors_name_the_key():
         TrainConfig().with_overrides(["loss.alpah=1"])
     with pytest.raises(ValueError, match="config key 'optim.epochs': expected an integer, got 'many'"):
         TrainConfig().with_overrides(["optim.epochs=many"])
-    with pytest.raises(ValueError, match="--set expects key=value, got 'loss.alpha'"):
+    with pytest.raises(ValueError, match="^--set: expected key=value, got 'loss.alpha'$"):
         TrainConfig().with_overrides(["loss.alpha"])
     with pytest.raises(ValueError, match=r"unknown config key\(s\) \['bogus'\]"):
         TrainConfig.from_dict({"bogus": 1})

@@ -181,8 +181,8 @@ def test_a_run_resolves_its_loss_config_once(planted, monkeypatch):
     building it and training a few steps validates (resolves) it once."""
     X, Y = planted
     calls = []
-    real = LossConfig.validate
-    monkeypatch.setattr(LossConfig, "validate", lambda self: calls.append(1) or real(self))
+    real = LossConfig._check_values  # the value checks of resolved()
+    monkeypatch.setattr(LossConfig, "_check_values", lambda self: calls.append(1) or real(self))
     cfg = _cfg("mined")
     tr = Trainer(cfg, X, Y, progress=False)
     for t in range(2):

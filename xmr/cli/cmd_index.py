@@ -19,8 +19,10 @@ Build a FAISS index over label embeddings and search it.
 --embeddings is a float .npy of shape [L, d] (row j = label j); --model is a saved xmr model
 folder whose weights.pt holds the label table under the key 'label_table.weight'. Factory
 strings: Flat, IVF{nlist},Flat ({nlist} = about 4*sqrt(L) unless --set nlist=N), HNSW32,
-IVF{nlist},PQ16, ... --set takes build parameters (nlist, efConstruction) and search parameters
-(nprobe, efSearch, ...), which are saved with the index; `search --set` overrides the latter.
+IVF{nlist},PQ16, ... The flags and --set fill one IndexConfig (xmr.index.config): --set takes
+build parameters (nlist, efConstruction, train_points_per_list) and search parameters (nprobe,
+efSearch, ht, k_factor, max_codes), which are saved with the index (values are JSON: 64, 2.5);
+`search --set` overrides the latter. An unknown name or a wrong type is refused up front.
 
 --mips indexes [w, sqrt(M^2 - ||w||^2)] under L2 and searches with [q, 0] (Bachrach et al.
 2014): the same ranking as the inner product, but HNSW and IVF keep their recall when the row
@@ -51,7 +53,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--gpu", default="auto", choices=["auto", "yes", "no"],
                    help="use a GPU when FAISS sees one (default auto)")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="params",
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="params",
                    help="index parameter, repeatable (nlist, efConstruction, nprobe, "
                         "efSearch, ...)")
 
@@ -68,28 +70,36 @@ def register(parser: argparse.ArgumentParser) -> None:
     s.add_argument("-k", type=positive_int, default=10, help="labels per query (default 10)")
     s.add_argument("--out", type=Path, metavar="FILE.npz",
                    help="write ids (i64[n,k], -1 padded) and scores (f32[n,k]) here")
-    s.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="params",
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="params",
                    help="search parameter override, repeatable (nprobe, efSearch, ...)")
     parser.set_defaults(func=run)
 
 
-def _parse_params(items) -> dict:
-    from xmr.errors import XMRError
+def build_config(args):
+    """The :class:`~xmr.index.config.IndexConfig` of ``xmr index build``: its flags, then
+    ``--set``."""
+    from xmr.index.config import IndexConfig
 
-    out = {}
+    cfg = IndexConfig(factory=args.factory, metric=args.metric, mips=args.mips,
+                      shards=args.shards, seed=args.seed,
+                      use_gpu={"auto": "auto", "yes": True, "no": False}[args.gpu])
+    return cfg.validate().with_overrides(args.params)
+
+
+def search_params(items) -> dict:
+    """``xmr index search --set``: FAISS search parameters only, read as
+    :class:`~xmr.index.config.IndexConfig` fields (so names and types are checked)."""
+    from xmr.errors import ConfigError
+    from xmr.index.config import FAISS_PARAMS, SEARCH_PARAMS, IndexConfig
+    from xmr.utils.config import parse_assignment
+
+    cfg = IndexConfig().with_overrides(items)
     for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise XMRError(f"--set: expected NAME=VALUE, got {item!r}")
-        for conv in (int, float):
-            try:
-                out[name.strip()] = conv(value)
-                break
-            except ValueError:
-                continue
-        else:
-            out[name.strip()] = value
-    return out
+        key = ".".join(parse_assignment(item)[0])
+        if key not in FAISS_PARAMS:
+            raise ConfigError(f"--set: expected a search parameter ({', '.join(SEARCH_PARAMS)}), "
+                              f"got {key!r}, an option of `xmr index build`")
+    return cfg.faiss_params()
 
 
 def _load_matrix(path: Path, what: str):
@@ -123,20 +133,18 @@ def run(args) -> int:
     action = getattr(args, "action", None)
     if action not in ("build", "search"):
         raise XMRError("expected an action, build or search (see `xmr index --help`)")
-    params = _parse_params(args.params)
     if action == "build":
-        opts = dict(factory=args.factory, metric=args.metric, shards=args.shards, seed=args.seed,
-                    use_gpu={"auto": "auto", "yes": True, "no": False}[args.gpu], **params)
+        opts = build_config(args).build_kwargs()
         if args.embeddings:
             emb = _load_matrix(args.embeddings, "label embeddings [L, d]")
         t0 = time.perf_counter()
         try:
             if args.embeddings:
-                index = LabelIndex.build(emb, mips=bool(args.mips), **opts)
+                index = LabelIndex.build(emb, **{**opts, "mips": bool(opts["mips"])})
             else:
                 from xmr.api import build_index
 
-                index = build_index(args.model, mips=args.mips, **opts)  # reads weights.pt
+                index = build_index(args.model, **opts)  # reads weights.pt
         except XMRError:
             raise
         except (ValueError, TypeError) as exc:
@@ -149,6 +157,7 @@ def run(args) -> int:
               f"{index.search_params}; saved to {args.out}")
         return 0
     else:  # search
+        params = search_params(args.params)
         if args.queries is not None:
             Q = _load_matrix(args.queries, "query embeddings [n, d]")
         else:

@@ -1,7 +1,8 @@
 """The model's architecture settings: :class:`ModelConfig`, the ``model`` section of a
 :class:`~xmr.train.config.TrainConfig` and of a saved model's ``config.json``.
 
-Plain data (no torch): importing this module imports only the validation helpers.
+Plain data (no torch): importing this module imports only the config base and the validation
+helpers.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import List
 
 from xmr.errors import ConfigError
-from xmr.utils.validation import check_int, check_number
+from xmr.utils.config import ConfigBase
+from xmr.utils.validation import check_choice, check_int, check_number
 
 #: accepted values of :attr:`ModelConfig.encoder`
 ENCODERS = ("sparse", "dense")
@@ -19,7 +21,7 @@ DTYPES = ("float32", "bfloat16")
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(ConfigBase):
     """The student (or teacher) architecture: encoder φ(x) ∈ R^dim and the label table."""
 
     dim: int = 256
@@ -43,19 +45,16 @@ class ModelConfig:
     #: log-sum-exp and softmax; meant for GPUs). The encoder stays float32.
     dtype: str = "float32"
 
-    def validate(self, prefix: str = "model.") -> None:
+    def validate(self, prefix: str = "model.") -> "ModelConfig":
         check_int(prefix + "dim", self.dim, 1)
         for i, h in enumerate(self.hidden):
             check_int(f"{prefix}hidden[{i}]", h, 1)
         check_number(prefix + "dropout", self.dropout, 0.0, 1.0, hi_open=True)
         check_number(prefix + "input_dropout", self.input_dropout, 0.0, 1.0, hi_open=True)
         check_int(prefix + "num_shards", self.num_shards, 1)
-        if self.encoder not in ENCODERS:
-            raise ConfigError(f"{prefix}encoder: expected one of {', '.join(ENCODERS)}, "
-                              f"got {self.encoder!r}")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"{prefix}dtype: expected one of {', '.join(DTYPES)}, "
-                              f"got {self.dtype!r}")
+        check_choice(prefix + "encoder", self.encoder, ENCODERS)
+        check_choice(prefix + "dtype", self.dtype, DTYPES)
         if self.encoder == "dense" and self.input_dropout > 0:
             raise ConfigError(f"{prefix}input_dropout: the dense encoder has no input (feature) "
                               f"dropout; expected 0, got {self.input_dropout}")
+        return self

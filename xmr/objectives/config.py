@@ -22,12 +22,18 @@ from dataclasses import dataclass
 from typing import Optional
 
 from xmr.errors import ConfigError  # noqa: E402
+from xmr.utils.config import ConfigBase
+from xmr.utils.validation import check_choice
 
 PROPOSALS = ("uniform", "log-uniform", "unigram")
 
 
 @dataclass
-class LossConfig:
+class LossConfig(ConfigBase):
+    """The loss section (a :class:`~xmr.utils.config.ConfigBase`): read strictly (unknown keys,
+    types); its values are checked when it is :meth:`resolved`, since ``None`` means "the
+    preset's value"."""
+
     preset: str = "double-distill"
     all_labels: Optional[bool] = None  #: A = all labels (exact sharded softmax) instead of a candidate set
     alpha: Optional[float] = None  #: weight of the teacher distribution in the targets
@@ -89,7 +95,7 @@ class LossConfig:
             if v is None:
                 values[k] = base[k]
         out = LossConfig(**values)
-        out.validate()
+        out._check_values()
         out.__dict__["_resolved"] = True  # not fields: to_dict / == ignore both
         self.__dict__["_resolved_cache"] = (key, out)
         return out
@@ -105,21 +111,23 @@ class LossConfig:
         """Whether this object came from :meth:`resolved` (every field set and validated)."""
         return bool(self.__dict__.get("_resolved", False))
 
-    def validate(self) -> None:
+    def validate(self, prefix: str = "loss.") -> "LossConfig":
+        """What :meth:`from_dict` checks after the types: nothing more on an unresolved config
+        (its ``None`` fields are the preset's; :meth:`resolved` checks the values), every value
+        on a resolved one."""
+        if self.is_resolved:
+            self._check_values()
+        return self
+
+    def _check_values(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"loss.alpha must be in [0, 1], got {self.alpha}")
         if self.tau_t <= 0 or self.tau_s <= 0:
             raise ConfigError(f"temperatures must be > 0, got tau_t={self.tau_t}, tau_s={self.tau_s}")
-        from xmr.objectives.targets import REDUCTIONS
+        from xmr.objectives.targets import REDUCTIONS, TEACHER_TERMS
 
-        if self.reduction not in REDUCTIONS:
-            raise ConfigError(f"loss.reduction: expected one of {', '.join(REDUCTIONS)}, "
-                              f"got {self.reduction!r}")
-        from xmr.objectives.targets import TEACHER_TERMS
-
-        if self.teacher_term not in TEACHER_TERMS:
-            raise ConfigError(f"loss.teacher_term: expected one of {', '.join(TEACHER_TERMS)}, "
-                              f"got {self.teacher_term!r}")
+        check_choice("loss.reduction", self.reduction, REDUCTIONS)
+        check_choice("loss.teacher_term", self.teacher_term, TEACHER_TERMS)
         if not self.glas >= 0.0:
             raise ConfigError(f"loss.glas: expected a weight >= 0, got {self.glas}")
         if self.proposal not in PROPOSALS:

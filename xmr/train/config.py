@@ -1,25 +1,26 @@
 """Typed training configuration: nested dataclasses that round-trip to JSON.
 
-The CLI is a thin mapping onto these: ``xmr train --config cfg.json --set loss.alpha=0.7``.
+Every section is a :class:`~xmr.utils.config.ConfigBase` (strict ``from_dict``, ``to_json``,
+``with_overrides``). The CLI is a thin mapping onto these:
+``xmr train --config cfg.json --set loss.alpha=0.7``.
 ``xmr train --print-config`` prints the full skeleton with defaults. The resolved config is
 saved as ``config.json`` next to every model and checkpoint.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Optional
 
 from xmr.errors import ConfigError
 from xmr.models.config import ModelConfig
 from xmr.objectives.config import LossConfig
-from xmr.utils.validation import check_device_name, check_int, check_number, from_dict, read_json
+from xmr.utils.config import ConfigBase
+from xmr.utils.validation import check_choice, check_device_name, check_int, check_number
 
 
 @dataclass
-class DataConfig:
+class DataConfig(ConfigBase):
     """Which data to train on (see :mod:`xmr.data.sources` for names, paths and layouts)."""
 
     dataset: str = "debian-deps"  #: registry name, or a path: a folder (xc, sparse, npz, tsv, lf or prepared layout) or one .tsv / XC BoW file
@@ -38,7 +39,7 @@ class DataConfig:
 
 
 @dataclass
-class MinerConfig:
+class MinerConfig(ConfigBase):
     """Hard negatives from a FAISS index over the student's label table (DESIGN.md §6)."""
 
     k: int = 32  #: shortlist size per query
@@ -102,7 +103,7 @@ class MinerConfig:
 
 
 @dataclass
-class OptimConfig:
+class OptimConfig(ConfigBase):
     epochs: int = 5
     batch_size: int = 256
     lr_encoder: float = 5e-3  #: Adam on the encoder (SparseAdam on the input bag)
@@ -127,15 +128,13 @@ class OptimConfig:
         check_int(prefix + "full_softmax_chunk", self.full_softmax_chunk, 1)
         check_number(prefix + "weight_decay", self.weight_decay, 0.0)
         check_number(prefix + "table_weight_decay", self.table_weight_decay, 0.0)
-        if self.schedule not in ("constant", "linear", "cosine"):
-            raise ConfigError(f"{prefix}schedule: expected one of constant, linear, cosine, "
-                              f"got {self.schedule!r}")
+        check_choice(prefix + "schedule", self.schedule, ("constant", "linear", "cosine"))
         check_number(prefix + "warmup_fraction", self.warmup_fraction, 0.0, 1.0)
         check_number(prefix + "lr_final_ratio", self.lr_final_ratio, 0.0, 1.0)
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(ConfigBase):
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -154,61 +153,20 @@ class TrainConfig:
     threads: int = 0  #: torch intra-op threads (0 = leave torch's default)
     device: str = "auto"  #: "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
 
-    def validate(self) -> "TrainConfig":
+    _JSON_WHAT = "a JSON object of config sections"
+
+    def validate(self, prefix: str = "") -> "TrainConfig":
         """Check every value's range (``KEY: expected X, got Y`` as :class:`ConfigError`);
-        :meth:`from_dict` calls it, so a config read from JSON or ``--set`` is always checked."""
-        for name in ("data", "model", "miner", "optim"):
-            getattr(self, name).validate(name + ".")
-        check_int("seed", self.seed, 0)
-        check_int("eval_every", self.eval_every, 0)
-        check_int("checkpoint_every", self.checkpoint_every, 0)
-        check_int("early_stopping_patience", self.early_stopping_patience, 0)
+        :meth:`from_dict` calls it, so a config read from JSON or ``--set`` is always checked.
+        The loss section's values are checked when it is resolved (a ``None`` is the preset's)."""
+        super().validate(prefix)  # the sections
+        check_int(prefix + "seed", self.seed, 0)
+        check_int(prefix + "eval_every", self.eval_every, 0)
+        check_int(prefix + "checkpoint_every", self.checkpoint_every, 0)
+        check_int(prefix + "early_stopping_patience", self.early_stopping_patience, 0)
         if not (isinstance(self.early_stopping_metric, str) and "@" in self.early_stopping_metric):
-            raise ConfigError(f"early_stopping_metric: expected a metric name such as P@1, "
-                              f"nDCG@5 or PSP@1, got {self.early_stopping_metric!r}")
-        check_int("threads", self.threads, 0)
-        check_device_name("device", self.device)
+            raise ConfigError(f"{prefix}early_stopping_metric: expected a metric name such as "
+                              f"P@1, nDCG@5 or PSP@1, got {self.early_stopping_metric!r}")
+        check_int(prefix + "threads", self.threads, 0)
+        check_device_name(prefix + "device", self.device)
         return self
-
-    # ------------------------------------------------------------------ JSON round trip
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2) + "\n"
-
-    @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
-        return from_dict(cls, d).validate()
-
-    @classmethod
-    def from_json(cls, path) -> "TrainConfig":
-        """Read a config file; errors name the file (and the line, for bad JSON)."""
-        d = read_json(path, "a JSON object of config sections")
-        try:
-            return cls.from_dict(d)
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-
-    def with_overrides(self, assignments: List[str]) -> "TrainConfig":
-        """Apply ``key=value`` overrides (dotted keys, JSON values; bare words are strings)."""
-        d = self.to_dict()
-        for a in assignments:
-            if "=" not in a:
-                raise ConfigError(f"--set expects key=value, got {a!r}")
-            key, raw = a.split("=", 1)
-            node = d
-            parts = key.strip().split(".")
-            for p in parts[:-1]:
-                if not isinstance(node.get(p), dict):
-                    raise ConfigError(f"unknown config key {key!r}: {p!r} is not a section; "
-                                     f"sections are {sorted(k for k, v in d.items() if isinstance(v, dict))}")
-                node = node[p]
-            if parts[-1] not in node:
-                raise ConfigError(f"unknown config key {key!r}; valid keys here: {sorted(node)}")
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError:
-                value = raw
-            node[parts[-1]] = value
-        return TrainConfig.from_dict(d)

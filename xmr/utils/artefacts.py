@@ -8,7 +8,7 @@ Every artefact xmr writes (a model folder, a teacher store, ...) carries a small
 
 :func:`read_meta` checks those three and returns the object; :func:`read_section` reads one
 nested settings object into its dataclass with the configs' strict parser
-(:func:`xmr.utils.validation.from_dict`). A file written by this or an older format version is
+(:func:`xmr.utils.config.from_dict`). A file written by this or an older format version is
 read; a newer one is refused, as is an unknown key. Every refusal is a one-line
 :class:`~xmr.errors.FormatError` naming the file, the key, what was expected and what was found::
 
@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Dict, Type, TypeVar
 
 from xmr.errors import ConfigError, FormatError
-from xmr.utils.validation import PathLike, from_dict, read_json
+from xmr.utils.config import from_dict
+from xmr.utils.validation import PathLike, read_json
 
 T = TypeVar("T")
 
@@ -63,7 +64,7 @@ def read_meta(path: PathLike, expected_format: str, max_version: int,
 
 def read_section(path: PathLike, meta: Dict[str, Any], key: str, cls: Type[T]) -> T:
     """``meta[key]`` as the dataclass ``cls``, strictly: not an object, an unknown key or a
-    wrong type (:func:`~xmr.utils.validation.from_dict`) and a value out of range (``cls``'s
+    wrong type (:func:`~xmr.utils.config.from_dict`) and a value out of range (``cls``'s
     ``validate(prefix)``, when it has one) are a one-line :class:`FormatError` naming ``path``
     and the dotted key."""
     section = meta.get(key)

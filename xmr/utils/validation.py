@@ -5,18 +5,17 @@ classes (:class:`~xmr.errors.ConfigError`, a ``ValueError``, for configuration v
 function arguments alike; :class:`~xmr.errors.FormatError` for files), so the CLI prints each as
 one line. :func:`check_int` and :func:`check_number` are the one copy of "an integer in range,
 not a bool" and "a finite number in range": library functions validate their arguments with
-them instead of re-writing the test and its message.
+them instead of re-writing the test and its message; :func:`check_choice` is "one of a fixed
+set of names". Reading a config (unknown keys, types) is :mod:`xmr.utils.config`'s.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
-import typing
 from pathlib import Path
-from typing import Any, List, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
@@ -28,7 +27,7 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 __all__ = [
-    "check_int", "check_number", "check_device_name", "from_dict", "read_json", "confined",
+    "check_int", "check_number", "check_device_name", "check_choice", "read_json", "confined",
     "check_csr", "check_float32", "check_binary", "npy_load",
 ]
 
@@ -95,57 +94,13 @@ def check_device_name(key: str, value: Any) -> str:
     return value
 
 
-def from_dict(cls, d: Any, prefix: str = ""):
-    """The dataclass ``cls`` built strictly from a JSON object ``d``: an unknown key, a value
-    of the wrong type or a section that is not an object is a one-line :class:`ConfigError`
-    naming the dotted key (``prefix`` + name); nested dataclass fields are read recursively.
-    Values are type-checked only; ranges are the dataclass's own ``validate``."""
-    if not isinstance(d, dict):
-        raise ConfigError(f"config section {prefix or '<root>'!r} must be an object, got {type(d).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(d) - set(fields)
-    if unknown:
-        raise ConfigError(f"unknown config key(s) {sorted(prefix + k for k in unknown)}; "
-                         f"valid keys: {sorted(prefix + k for k in fields)}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, value in d.items():
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = from_dict(tp, value, f"{prefix}{name}.")
-        else:
-            kwargs[name] = _coerce(tp, value, prefix + name)
-    return cls(**kwargs)
-
-
-def _coerce(tp, value, key):
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is typing.Union and type(None) in args:
-        if value is None:
-            return None
-        tp = next(a for a in args if a is not type(None))
-        origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (list, List):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")
-        return [_coerce(args[0], v, key) for v in value] if args else list(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"config key {key!r}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key {key!r}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key {key!r}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"config key {key!r}: expected a string, got {value!r}")
-        return value
+def check_choice(key: str, value: Any, choices: Sequence[Any]) -> Any:
+    """``value`` if it is one of ``choices``, else :class:`ConfigError`
+    ``KEY: expected one of a, b, c, got 'x'``."""
+    # a bool matches only itself (True == 1 would otherwise let it pass for 1)
+    ok = any(c is value for c in choices) if isinstance(value, bool) else value in choices
+    if not ok:
+        _fail(key, "one of " + ", ".join(str(c) for c in choices), value)
     return value
 
 
