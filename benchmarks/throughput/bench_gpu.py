@@ -137,10 +137,12 @@ def _batch(rng, L: int, B: int, K: int):
 
 
 def _need_bytes(preset: str, L: int, d: int, B: int, chunk: int, es: int) -> float:
-    """Rough device memory of a step: W, its gradient, the optimizer's temporaries, buffers."""
+    """Rough device memory of a step: W, its gradient, the optimizer's temporaries and (bf16)
+    fp32 master rows, buffers."""
+    master = 4 if es == 2 else 0  # RowAdagrad's fp32 master rows of a bf16 table
     if preset == "softmax":  # dense grad + RowAdagrad's fp32 copy and update of it
-        return L * d * (2 * es + 8) + L * 4 + 4 * B * chunk * 4
-    return L * d * es + L * 4 + 8 * B * 200_000  # sparse grads; [B, C] logits/bias/targets
+        return L * d * (2 * es + 8 + master) + L * 4 + 4 * B * chunk * 4
+    return L * d * (es + master) + L * 4 + 8 * B * 200_000  # sparse grads; [B, C] logits etc.
 
 
 def run_config(dev, preset: str, L: int, d: int, args, free_bytes) -> dict:

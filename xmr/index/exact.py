@@ -27,6 +27,7 @@ Importing this module imports numpy only; the kernel compiles on first use.
 
 from __future__ import annotations
 
+import sys
 from typing import Optional, Tuple
 
 import numpy as np
@@ -39,9 +40,21 @@ PAD_SCORE = float(np.finfo(np.float32).min)
 METRICS = ("ip", "l2")
 
 
+def as_numpy(a):
+    """``a`` as a numpy array; a torch tensor (any device, any float dtype: bf16 has no numpy
+    view) is detached, moved to the host and, if floating point, converted to float32. Imports
+    no torch: a tensor can only exist once torch is imported."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(a, torch.Tensor):
+        a = a.detach()
+        return (a.float() if a.is_floating_point() else a).cpu().numpy()
+    return np.asarray(a)
+
+
 def _as_matrix(name: str, a, dim: Optional[int] = None) -> np.ndarray:
-    """Validate a 2-D finite float array and return it as C-contiguous float32."""
-    a = np.asarray(a)
+    """Validate a 2-D finite float array (or torch tensor) and return it as C-contiguous
+    float32."""
+    a = as_numpy(a)
     if a.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D array, got shape {a.shape}")
     if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):

@@ -42,7 +42,9 @@ class ModelConfig(ConfigBase):
     #: :class:`~xmr.models.encoders.DenseEncoder`; sparse_input and input_dropout do not apply)
     encoder: str = "sparse"
     #: storage and matmul dtype of the label table: "float32" or "bfloat16" (bf16 matmuls, fp32
-    #: log-sum-exp and softmax; meant for GPUs). The encoder stays float32.
+    #: log-sum-exp and softmax; meant for GPUs). The encoder stays float32; the trainer's
+    #: row-wise Adagrad keeps fp32 accumulators and, by default, fp32 master rows
+    #: (optim.table_master_weights, :mod:`xmr.models.optim`); scores are returned as float32.
     dtype: str = "float32"
 
     def validate(self, prefix: str = "model.") -> "ModelConfig":

@@ -22,6 +22,8 @@ share a group (both are issued in the same order on every rank); a group of its 
 
 Precision: ``dtype=torch.bfloat16`` stores W (and b) in bf16 and computes the logits' matmuls in
 bf16, while log-sum-exp, softmax and the embedding gradient accumulate in fp32 (meant for GPUs).
+Logits, losses and top-k scores are float32; W's gradient is bf16. :class:`~xmr.models.RowAdagrad`
+updates fp32 master rows of a bf16 table by default (small updates are not rounded away).
 """
 
 from __future__ import annotations

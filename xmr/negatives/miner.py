@@ -60,7 +60,7 @@ from typing import Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from xmr.index.exact import PAD_ID, PAD_SCORE, _as_matrix, merge_topk
+from xmr.index.exact import PAD_ID, PAD_SCORE, _as_matrix, as_numpy, merge_topk
 from xmr.index.label_index import LabelIndex
 from xmr.utils.validation import check_int
 
@@ -229,7 +229,7 @@ class HardNegativeMiner:
     # ---- index ------------------------------------------------------------------------------
 
     def _check_table(self, W) -> np.ndarray:
-        W = np.asarray(W)
+        W = as_numpy(W)  # a (bf16, CUDA) torch tensor too
         n = self.hi - self.lo
         if W.ndim != 2 or W.shape[0] != n:
             what = f" (this rank's labels [{self.lo}, {self.hi}))" if self.sharded else ""

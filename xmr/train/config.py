@@ -114,6 +114,10 @@ class OptimConfig(ConfigBase):
     weight_decay: float = 0.0
     #: decoupled weight decay of the label rows a step touches (row-wise Adagrad)
     table_weight_decay: float = 0.0
+    #: with model.dtype = "bfloat16": row-wise Adagrad keeps fp32 master rows and updates them,
+    #: so that small updates are not rounded away (4 more bytes per table entry, also in the
+    #: checkpoint); false updates the bf16 rows in place (xmr.models.optim). No effect in fp32
+    table_master_weights: bool = True
     #: learning-rate schedule after the warm-up: "constant", "linear" (to lr_final_ratio at the
     #: last step) or "cosine" (Loshchilov & Hutter, SGDR, ICLR 2017, one cycle)
     schedule: str = "constant"

@@ -221,7 +221,8 @@ class Trainer:
 
         self.opt_enc = _encoder_optimizer(self.model.encoder, cfg)
         self.opt_tab = RowAdagrad(self.model.label_table.parameters(), lr=cfg.optim.lr_table,
-                                  weight_decay=cfg.optim.table_weight_decay)
+                                  weight_decay=cfg.optim.table_weight_decay,
+                                  master_weights=cfg.optim.table_master_weights)
         self._base_lrs = [[g["lr"] for g in o.param_groups] for o in self._all_optimizers()]
         self.total_steps = 0  # set by fit (the schedule's horizon)
         counts = np.asarray(self.Y[self.train_rows].sum(0)).ravel().astype(np.int64)
