@@ -5,8 +5,6 @@ CLI. The same checks on CUDA are in test_train_bf16_gpu.py (marker ``gpu``)."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +13,7 @@ import torch
 from xmr.models import XMRModel
 from xmr.train.loop import Trainer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _bf16  # noqa: E402
+import _bf16  # noqa: E402  (tests/ is on pytest's pythonpath)
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,11 @@ here also runs on CPU in the default suite.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _bf16  # noqa: E402
+import _bf16  # noqa: E402  (tests/ is on pytest's pythonpath)
 
 pytestmark = pytest.mark.gpu
 

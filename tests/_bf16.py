@@ -4,22 +4,17 @@ log-sum-exp check of the exact softmax, on any device."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from _helpers import planted_sparse
 from xmr.data.dataset import XMCDataset
 from xmr.train.config import TrainConfig
 from xmr.train.loop import Trainer
 from xmr.train.run import run_training
 
-_spec = importlib.util.spec_from_file_location("_train_conftest",
-                                               Path(__file__).with_name("conftest.py"))
-_conftest = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_conftest)
 
 EPOCHS = 4
 N_TRAIN = 800  # of 1,000 planted points; the other 200 are the test split
@@ -34,7 +29,7 @@ LOSS_RTOL = 0.15
 
 
 def planted_dataset() -> XMCDataset:
-    X, Y = _conftest.planted_sparse(n=1000, D=400, L=120, seed=1)
+    X, Y = planted_sparse(n=1000, D=400, L=120, seed=1)
     return XMCDataset("planted", X[:N_TRAIN], Y[:N_TRAIN], X[N_TRAIN:], Y[N_TRAIN:])
 
 
