@@ -91,7 +91,7 @@ def _check_csr(B: int, num_labels: int, indptr, ids) -> Tuple[np.ndarray, np.nda
 
 #: ``factory="auto"``: an index over fewer labels than this (one rank's shard) is ``HNSW32``,
 #: a larger one IVF with scalar-quantised lists (:func:`auto_index`).
-AUTO_IVF_MIN_LABELS = 200_000
+AUTO_IVF_MIN_LABELS = 100_000
 
 
 def auto_index(num_labels: int) -> Tuple[str, Dict]:

@@ -46,7 +46,7 @@ class MinerConfig(ConfigBase):
     num_negatives: int = 16  #: sampled from the shortlist (None/0 = keep all)
     refresh_every: int = 100  #: steps between index rebuilds (staleness)
     skip_top: int = 0  #: ranks skipped at the top (likely false negatives)
-    #: the FAISS index: "auto" (HNSW32 below 200k labels per rank, IVF{nlist},SQ8 with
+    #: the FAISS index: "auto" (HNSW32 below 100k labels per rank, IVF{nlist},SQ8 with
     #: nprobe 2 above: xmr.negatives.miner.auto_index) or a factory string
     factory: str = "auto"
     #: build each refreshed index in a background thread from a snapshot of W taken at the
