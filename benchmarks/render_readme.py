@@ -253,6 +253,24 @@ def _index(name="bench_index"):
     return table(["L", "d", "index", "build s", "queries/s", "10-recall@10"], rows) + source_line(res)
 
 
+@renderer("mining_index")
+def _mining_index():
+    res = load("bench_mining_index")
+    if res is None:
+        return None
+    rows = []
+    for L, r in res["results"].items():
+        best = r["choice"]
+        for x in r["rows"]:
+            mark = " **(choice)**" if x == best else ""
+            rows.append([f"{int(L):,}", x["factory"] + mark, f"{x['param']} {x['value']}",
+                         f"{x['build_s']:.1f}", f"{x['mine_ms']:.1f}", f"{x['recall_at_k']:.3f}"])
+    c = res["config"]
+    return (table(["L", "index", "search parameter", "build s (all threads)",
+                   f"mine ms ({c['batch']} queries, 1 thread)", f"recall@{c['k']} of the shortlist"],
+                  rows) + source_line(res))
+
+
 @renderer("step")
 def _step():
     res = load("bench_step")
@@ -262,10 +280,14 @@ def _step():
     for r in res["results"]["rows"]:
         b = r.get("breakdown_s", {})
         parts = ", ".join(f"{k} {v * 1e3:.0f}" for k, v in sorted(b.items(), key=lambda kv: -kv[1])[:3])
+        share = r.get("mining_share")
         rows.append([f"{r['labels']:,}", r["preset"], f"{int(r.get('candidates_A', 0)):,}", f"{r['step_s'] * 1e3:.1f}",
                      f"{r['samples_per_s']:.0f}", f"{r.get('x_floor', float('nan')):.2f}",
-                     f"{r['peak_extra_bytes'] / 2**20:.0f} MiB", parts])
-    return (table(["L", "preset", "\\|A\\|", "step ms", "samples/s", "× FLOP floor", "peak extra", "largest parts (ms)"], rows)
+                     f"{r['peak_extra_bytes'] / 2**20:.0f} MiB", parts,
+                     "–" if share is None else f"{share:.0%}",
+                     "–" if r.get("shortlist_recall") is None else f"{r['shortlist_recall']:.3f}"])
+    return (table(["L", "preset", "\\|A\\|", "step ms", "samples/s", "× FLOP floor", "peak extra",
+                   "largest parts (ms)", "mining share", "shortlist recall@32"], rows)
             + source_line(res))
 
 

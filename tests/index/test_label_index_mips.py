@@ -131,3 +131,23 @@ def test_faiss_results_are_put_in_contract_order():
         np.testing.assert_array_equal(i[0, 40:], -1)
         np.testing.assert_allclose(s[0, :40], want % 3, atol=1e-5)
         assert (s[0, 40:] == PAD_SCORE).all()
+
+
+def test_index_meta_goes_through_the_one_artefact_reader(tmp_path):
+    """A newer format_version or another format is one FormatError line from read_meta."""
+    from xmr.errors import FormatError
+
+    W, _ = _varied_norms()
+    LabelIndex.build(W, factory="Flat", mips=True).save(tmp_path / "idx")
+    meta_path = tmp_path / "idx" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "format_version": 4}))
+    with pytest.raises(FormatError, match=r"meta.json: expected format_version <= 3 \(the newest "
+                                          r"xmr .* reads; upgrade xmr\), got 4 \(written by xmr "):
+        LabelIndex.load(tmp_path / "idx")
+    meta_path.write_text(json.dumps({**meta, "format": "xmr-model"}))
+    with pytest.raises(FormatError, match=r"expected format 'xmr-label-index', got 'xmr-model'"):
+        LabelIndex.load(tmp_path / "idx")
+    meta_path.write_text(json.dumps({k: v for k, v in meta.items() if k != "shards"}))
+    with pytest.raises(FormatError, match=r"missing shards"):
+        LabelIndex.load(tmp_path / "idx")

@@ -491,25 +491,15 @@ class LabelIndex:
         faiss = _faiss()
         path = Path(path)
         meta_path = path / "meta.json"
-        if not meta_path.is_file():
-            raise FormatError(meta_path, None, "the meta.json of an index written by xmr",
-                              "no such file")
-        from xmr.utils.validation import read_json
+        from xmr.utils.artefacts import read_meta
 
-        meta = read_json(meta_path, "the JSON object of an index written by xmr")
-        need = ("format", "format_version", "dim", "metric", "num_labels", "factory", "shards")
-        missing = [k for k in need if k not in meta] if isinstance(meta, dict) else list(need)
-        if missing or meta.get("format") != FORMAT:
+        # the one artefact reader: format, format_version <= FORMAT_VERSION, xmr_version
+        meta = read_meta(meta_path, FORMAT, FORMAT_VERSION, what="an index written by xmr")
+        need = ("dim", "metric", "num_labels", "factory", "shards")
+        missing = [k for k in need if k not in meta]
+        if missing:
             raise FormatError(meta_path, None, f"an {FORMAT} object with keys {', '.join(need)}",
-                              f"format {meta.get('format') if isinstance(meta, dict) else None!r}"
-                              f"{' missing ' + ', '.join(missing) if missing else ''}")
-        if isinstance(meta["format_version"], bool) or not isinstance(meta["format_version"], int):
-            raise FormatError(meta_path, None, "an integer format_version",
-                              repr(meta["format_version"]))
-        if meta["format_version"] > FORMAT_VERSION:
-            raise MetadataMismatchError(
-                f"{meta_path}: format_version {meta['format_version']}; this xmr reads "
-                f"versions up to {FORMAT_VERSION} (upgrade xmr)")
+                              f"missing {', '.join(missing)}")
         dim, L = int(meta["dim"]), int(meta["num_labels"])
         if (expect_dim is not None and expect_dim != dim) or (
                 expect_num_labels is not None and expect_num_labels != L):
