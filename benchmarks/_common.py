@@ -83,6 +83,18 @@ def vmhwm_bytes() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
+def reset_vmhwm() -> bool:
+    """Reset this process's peak resident memory to its current size (Linux >= 4.0: writing 5
+    to ``/proc/self/clear_refs``), so that a transient before a baseline does not hide the
+    peak after it. Returns False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def best_time(fn: Callable[[], object], repeat: int = 3, warmup: int = 1) -> float:
     """Minimum wall time of ``fn()`` over ``repeat`` runs after ``warmup`` runs (seconds)."""
     for _ in range(warmup):

@@ -263,7 +263,9 @@ def _mining_index():
         best = r["choice"]
         for x in r["rows"]:
             mark = " **(choice)**" if x == best else ""
-            rows.append([f"{int(L):,}", x["factory"] + mark, f"{x['param']} {x['value']}",
+            fixed = [f"{k} {v}" for k, v in x["build_params"].items() if k != "nlist"]
+            rows.append([f"{int(L):,}", x["factory"] + mark,
+                         ", ".join(fixed + [f"{x['param']} {x['value']}"]),
                          f"{x['build_s']:.1f}", f"{x['mine_ms']:.1f}", f"{x['recall_at_k']:.3f}"])
     c = res["config"]
     return (table(["L", "index", "search parameter", "build s (all threads)",
@@ -283,7 +285,7 @@ def _step():
         share = r.get("mining_share")
         rows.append([f"{r['labels']:,}", r["preset"], f"{int(r.get('candidates_A', 0)):,}", f"{r['step_s'] * 1e3:.1f}",
                      f"{r['samples_per_s']:.0f}", f"{r.get('x_floor', float('nan')):.2f}",
-                     f"{r['peak_extra_bytes'] / 2**20:.0f} MiB", parts,
+                     "–" if r["peak_extra_bytes"] is None else f"{r['peak_extra_bytes'] / 2**20:.0f} MiB", parts,
                      "–" if share is None else f"{share:.0%}",
                      "–" if r.get("shortlist_recall") is None else f"{r['shortlist_recall']:.3f}"])
     return (table(["L", "preset", "\\|A\\|", "step ms", "samples/s", "× FLOP floor", "peak extra",

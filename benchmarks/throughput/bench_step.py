@@ -66,7 +66,7 @@ from pathlib import Path
 import numpy as np
 
 
-from benchmarks._common import run_worker, vmhwm_bytes, write_result
+from benchmarks._common import reset_vmhwm, run_worker, vmhwm_bytes, write_result
 
 PRESETS = ("softmax", "sampled", "mined", "double-distill")
 #: the miner's index and refresh cadence (see the module docstring)
@@ -127,7 +127,9 @@ def _worker(cfg: dict) -> dict:
         if cfg["preset"] in ("mined", "double-distill"):
             from xmr.utils.optional import faiss
 
-            faiss().omp_set_num_threads(cfg["threads"])
+            # the miner's search (the training thread waits for it; the background build sets
+            # its own count, build_threads)
+            faiss().omp_set_num_threads(cfg.get("search_threads") or cfg["threads"])
     pc = time.perf_counter
     L, d, B, d_in = cfg["labels"], cfg["dim"], cfg["batch"], cfg["in_dim"]
     preset = cfg["preset"]
@@ -194,6 +196,13 @@ def _worker(cfg: dict) -> dict:
         pos0 = pos_of[0]
         objective(model.embed(X, two), table, (pos0[0][:3], pos0[1][:pos0[0][2]]),
                   teacher.rows(two), None, step=0)
+    # the planted table's transient copies (2 GB at 1M) must not hide the step's own peak
+    import gc
+
+    gc.collect()
+    if not reset_vmhwm():
+        raise RuntimeError("cannot reset VmHWM (/proc/self/clear_refs): the peak would be "
+                           "masked by the table's initialisation")
     base = vmhwm_bytes()
 
     refresh_s = 0.0
@@ -381,6 +390,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sync-refresh", action="store_true",
                     help="rebuild the index on the training thread (timed once, amortised over "
                          "refresh_every) instead of the default background refresh")
+    ap.add_argument("--search-threads", type=int, default=0,
+                    help="FAISS threads of the miner's search (default: --threads); the training "
+                         "thread waits during the search, so a second core can take half of it")
     ap.add_argument("--tiny", action="store_true", help="tiny sizes, seconds (smoke test)")
     ap.add_argument("--out", default=None, help="results file (default benchmarks/results/bench_step.json)")
     args = ap.parse_args(argv)
@@ -396,7 +408,8 @@ def main(argv=None) -> int:
                pool_batches=4, warmup=2, steps=6, steps_slow=2, miner_k=32, miner_negatives=16,
                refresh_every=refresh, miner_factory=args.miner_factory, miner_params=params,
                async_refresh=not args.sync_refresh, build_threads=1, planted_table=True,
-               nlist_max=4096, train_per_list=32, threads=args.threads)
+               nlist_max=4096, train_per_list=32, threads=args.threads,
+               search_threads=args.search_threads or args.threads)
     if args.tiny:
         cfg.update(dim=32, batch=32, in_dim=16, hidden=[32], pool_batches=2, warmup=1, steps=2,
                    nlist_max=32, miner_factory="IVF{nlist},Flat", miner_params={"nprobe": 4},
