@@ -28,6 +28,7 @@ from xmr.kernels.assembly import _union_ref, candidate_union
 from xmr.negatives.candidates import MASK_VALUE, CandidateBatch
 
 
+# A copy of the library's rule on purpose: the oracle does not share the code it checks.
 @njit(cache=True, inline="always")
 def _target_weights(n_pos, z_sum, alpha):
     """Weights of y and q^t in a(x) = w_p·y + w_t·q^t: (1−α, α); a row with no positives puts

@@ -544,9 +544,7 @@ class HardNegativeMiner:
         if self.index_ is not None:
             self.index_.save(path / "index")
         if self._pending is not None:
-            t0 = time.perf_counter()
-            self._pending.result().save(path / "pending_index")
-            self._stats["swap_wait_s"] += time.perf_counter() - t0
+            self.wait()._pending.result().save(path / "pending_index")
         (path / "state.json").write_text(json.dumps(self.state_dict()))
         return path
 

@@ -85,11 +85,13 @@ class MinerConfig(ConfigBase):
                               f"{self.refresh_every} with {prefix}async_refresh, got "
                               f"{self.swap_lag}")
         check_int(prefix + "build_threads", self.build_threads, 0)
+        from xmr.index.label_index import FACTORY_ALIASES
+
+        factory = FACTORY_ALIASES.get(self.factory, self.factory)
         for name, needs, what in (("nlist", "{nlist}", "an IVF factory with {nlist}"),
                                   ("nprobe", "IVF", "an IVF factory"),
                                   ("ef_search", "HNSW", "an HNSW factory")):
             check_int(prefix + name, getattr(self, name), 0)
-            factory = {"IVF": "IVF{nlist},Flat", "HNSW": "HNSW32"}.get(self.factory, self.factory)
             if getattr(self, name) and self.factory == "auto":
                 raise ConfigError(f"{prefix}{name}: applies to {what}; {prefix}factory 'auto' "
                                   f"picks the index by the label count, so set {prefix}factory "
